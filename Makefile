@@ -1,0 +1,31 @@
+# Every target sets up .venv first if it is missing. CPU torch: the wheel on this machine.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+TORCH   ?= torch==2.13.0
+
+.PHONY: setup test demo bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: setup
+	.venv/bin/ruff check .
+
+test: setup lint
+	.venv/bin/pytest tests
+
+demo: setup
+	.venv/bin/fluxvit demo
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf .venv runs .pytest_cache .ruff_cache

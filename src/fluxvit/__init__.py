@@ -1,0 +1,21 @@
+"""fluxvit: deployment-efficient video transformers (FluxViT, Flux training, Token Optimization)."""
+
+from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, VideoError
+from fluxvit.flux.grid import FluxGrid, Grid
+from fluxvit.models import FluxViT, create_model, list_models, load_checkpoint, save_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FluxViT",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "save_checkpoint",
+    "Grid",
+    "FluxGrid",
+    "FluxViTError",
+    "ConfigError",
+    "CheckpointError",
+    "VideoError",
+]

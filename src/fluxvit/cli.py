@@ -1,0 +1,114 @@
+"""The ``fluxvit`` command line: parses arguments, calls library functions, prints.
+
+Every user error (:class:`fluxvit.errors.FluxViTError`, a missing file) ends in one line on
+stderr naming the thing and the problem, and a non-zero exit, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from fluxvit.errors import FluxViTError
+
+EXIT_USER_ERROR = 2
+
+
+def _add(sub, name: str, help: str, example: str, handler: Callable[[argparse.Namespace], int]):
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=f"{help}\n\nexample:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(handler=handler)
+    return p
+
+
+# ----------------------------------------------------------------------------- flops
+def cmd_flops(args: argparse.Namespace) -> int:
+    from fluxvit.models import create_model
+
+    model = create_model(args.model, num_classes=args.num_classes)
+    grid = None
+    if args.grid:
+        from fluxvit.flux.grid import Grid
+
+        grid = Grid.parse(args.grid, budget=args.tokens)
+    flops = model.estimate_flops(grid if grid is not None else args.tokens)
+    row = {
+        "model": args.model,
+        "tokens": args.tokens if args.tokens else grid.num_tokens(model.patch_size),
+        "gflops": round(flops / 1e9, 3),
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+    }
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(f"{row['model']}: {row['tokens']} tokens  {row['gflops']:.1f} GFLOPs  {row['params_m']:.1f} M params")
+    return 0
+
+
+# ----------------------------------------------------------------------------- convert
+def cmd_convert(args: argparse.Namespace) -> int:
+    from fluxvit.models.checkpoint import convert_checkpoint
+
+    report = convert_checkpoint(args.src, args.dst, args.model, num_classes=args.num_classes,
+                                classes_file=args.classes)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fluxvit",
+        description="Deployment-efficient video transformers (FluxViT): train, evaluate, optimise, predict.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _add(sub, "flops", "GFLOPs (multiply-adds) of a model at a token budget, as the paper counts them",
+             "fluxvit flops fluxvit_small_patch14 --tokens 2048", cmd_flops)
+    p.add_argument("model", help="registered model name (see `fluxvit flops --list`)")
+    p.add_argument("--tokens", type=int, default=None, help="token budget N after selection")
+    p.add_argument("--grid", default=None, help="sampling grid TxR; patch embedding counted over all of it")
+    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = _add(sub, "convert", "convert an official release checkpoint into this project's format",
+             "fluxvit convert fluxvit_s_k400.pth fluxvit_s_k400.safetensors --model fluxvit_small_patch14",
+             cmd_convert)
+    p.add_argument("src", help="official .pth/.bin file (raw, or under 'model'/'module')")
+    p.add_argument("dst", help="output .safetensors file, or a directory")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--num-classes", type=int, default=None, help="default: read from the checkpoint")
+    p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.handler(args) or 0)
+    except FluxViTError as e:
+        print(f"fluxvit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except FileNotFoundError as e:
+        print(f"fluxvit {args.command}: error: {e.filename or e}: no such file", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"fluxvit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

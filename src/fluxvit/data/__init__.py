@@ -1,0 +1,1 @@
+"""Video data: decoding, frame-index sampling, transforms, datasets, Flux batches, synthetic data."""

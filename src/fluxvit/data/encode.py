@@ -1,0 +1,69 @@
+"""Writing videos: uint8 frames to a real H.264 (or other) file with PyAV.
+
+Used by the synthetic benchmark, the benchmarks and the tests (which make their own small
+videos instead of storing data).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: float = 30.0,
+    codec: str = "libx264",
+    gop: int | None = None,
+    crf: int = 23,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """Encode ``frames`` (T, H, W, 3) uint8 RGB to ``path``; returns the path.
+
+    ``gop`` sets the key-frame spacing (None: the encoder's default, 250 for x264). H and W are
+    rounded down to even sizes for yuv420p. The file is written to a temporary name and renamed,
+    so a crash never leaves a half-written video under ``path``.
+    """
+    import av  # imported here: the library imports fast without touching FFmpeg
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if pix_fmt == "yuv420p":
+        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with av.open(str(tmp), mode="w", format=_format_for(path)) as container:
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = pix_fmt
+            options = {}
+            if codec in ("libx264", "libx265"):
+                options["crf"] = str(crf)
+                options["preset"] = "veryfast"
+            if gop is not None:
+                stream.codec_context.gop_size = gop
+                if codec == "libx264":
+                    options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+            stream.options = options
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _format_for(path: Path) -> str | None:
+    return {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".mp4": "mp4", ".mov": "mov"}.get(
+        path.suffix.lower()
+    )

@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Every mistake a user can make (a missing video, a bad CSV line, a budget larger than the grid, a
+checkpoint for another model) raises a subclass of :class:`FluxViTError` whose message is one
+line naming the thing and the problem. The command line prints that line and exits non-zero;
+library users catch the class they care about.
+"""
+
+from __future__ import annotations
+
+
+class FluxViTError(Exception):
+    """Base class of every error caused by user input (files, values, configs)."""
+
+
+class ConfigError(FluxViTError, ValueError):
+    """A value or configuration that cannot be used (bad budget, grid, key, type)."""
+
+
+class CheckpointError(FluxViTError):
+    """A checkpoint that cannot be read, is untrusted, or belongs to another model."""
+
+
+class VideoError(FluxViTError):
+    """A video that is missing, unreadable or has no decodable frames."""
+
+
+class AnnotationError(FluxViTError, ValueError):
+    """An annotation (CSV) line or class list that does not parse."""

@@ -1,0 +1,158 @@
+"""Token selectors: which ``num_tokens`` of a clip's ``T * L`` patch tokens to keep.
+
+Every selector is a plain function
+
+    select(embeddings, num_tokens, generator=None) -> kept   # (B, T, L, C) -> (B, N) int64
+
+returning, for each clip, ``num_tokens`` distinct flat indices into ``T * L`` in increasing
+order, so that kept tokens stay in their original space-time order. They run under
+``torch.no_grad`` semantics: scores never carry gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from fluxvit.errors import ConfigError
+
+Selector = Callable[..., torch.Tensor]
+
+
+def num_groups(frames: int) -> int:
+    """Temporal groups of the group-dynamic selector for ``frames`` frames.
+
+    4 when T is a multiple of 4 (and T >= 8), 2 when T is even and > 2, else 1. This is the
+    release's rule wherever the release runs; it crashes at T = 4 (one-frame groups) and
+    refuses odd T, where we use 2 groups and 1 group.
+    """
+    if frames % 4 == 0 and frames >= 8:
+        return 4
+    if frames % 2 == 0 and frames > 2:
+        return 2
+    return 1
+
+
+def _check(embeddings: torch.Tensor, num_tokens: int) -> tuple[int, int, int]:
+    if embeddings.dim() != 4:
+        raise ConfigError(f"selector expects embeddings (B, T, L, C), got shape {tuple(embeddings.shape)}")
+    b, t, l, _ = embeddings.shape
+    if not 1 <= num_tokens <= t * l:
+        raise ConfigError(f"token budget {num_tokens} is outside 1..{t * l} for a clip of {t}x{l} tokens")
+    return b, t, l
+
+
+def _keep_top(scores: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """Boolean mask (B, G, M) keeping the ``shares[g]`` highest scores of each group g.
+
+    Ties go to the earlier token (stable sort), so the result is deterministic.
+    """
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    rank_kept = torch.arange(scores.shape[-1], device=scores.device) < shares.to(scores.device)[:, None]
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    return mask.scatter_(-1, order, rank_kept.expand_as(order))
+
+
+def _mask_to_indices(mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(B, T*L) boolean mask with ``num_tokens`` trues per row -> (B, N) increasing indices."""
+    b = mask.shape[0]
+    return mask.reshape(b, -1).nonzero()[:, 1].reshape(b, num_tokens)
+
+
+def equal_shares(total: int, groups: int) -> torch.Tensor:
+    """Split ``total`` into ``groups`` shares; the first ``total % groups`` get one more."""
+    base, extra = divmod(total, groups)
+    return torch.tensor([base + (g < extra) for g in range(groups)], dtype=torch.long)
+
+
+@torch.no_grad()
+def group_dynamic_select(
+    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """FluxViT's group-dynamic selector.
+
+    The T frames form G contiguous groups (:func:`num_groups`). Inside a group, each patch is
+    scored by the L2 distance between its embedding and the same position in the previous
+    frame; the group's first frame reuses the score of the group's first pair. Each group keeps
+    its equal share of ``num_tokens`` (remainder to the earliest groups) with the highest
+    scores. A group of one frame (T = 1) scores patches by their distance to the frame's mean.
+
+    Args:
+        embeddings: (B, T, L, C) patch embeddings (after patch norm, before positions).
+        num_tokens: N, 1 <= N <= T * L.
+    Returns:
+        (B, N) int64 flat indices into T * L, increasing.
+    """
+    b, t, l = _check(embeddings, num_tokens)
+    g = num_groups(t)
+    x = embeddings.detach().reshape(b, g, t // g, l, -1)
+    if t // g > 1:
+        dist = torch.linalg.vector_norm(x[:, :, 1:] - x[:, :, :-1], dim=-1)  # (B, G, Tg-1, L)
+        scores = torch.cat([dist[:, :, :1], dist], dim=2)
+    else:
+        scores = torch.linalg.vector_norm(x - x.mean(dim=3, keepdim=True), dim=-1)
+    mask = _keep_top(scores.reshape(b, g, -1).float(), equal_shares(num_tokens, g))
+    return _mask_to_indices(mask, num_tokens)
+
+
+@torch.no_grad()
+def random_select(
+    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Keep a uniformly random ``num_tokens`` of each clip's tokens (seeded by ``generator``)."""
+    b, t, l = _check(embeddings, num_tokens)
+    noise = torch.rand(b, t * l, generator=generator).to(embeddings.device)
+    keep = noise.argsort(dim=1)[:, :num_tokens]
+    return keep.sort(dim=1).values
+
+
+@torch.no_grad()
+def uniform_select(
+    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Regular subsampling in space-time: ``num_tokens`` evenly spaced flat positions.
+
+    Position i is ``floor((i + 1/2) * T*L / N)``; spacing >= 1 keeps them distinct.
+    """
+    b, t, l = _check(embeddings, num_tokens)
+    total = t * l
+    idx = (torch.arange(num_tokens, dtype=torch.float64) + 0.5) * (total / num_tokens)
+    idx = idx.floor().long().clamp_(max=total - 1)
+    return idx.to(embeddings.device).expand(b, num_tokens).contiguous()
+
+
+@torch.no_grad()
+def static_drop_select(
+    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Drop the patches that change least from the previous frame (run-length spirit).
+
+    The first frame is always kept first (it has no previous frame); the remaining budget goes
+    to the patches of later frames with the largest change, over the whole clip.
+    """
+    b, t, l = _check(embeddings, num_tokens)
+    x = embeddings.detach().float()
+    first = torch.full((b, 1, l), float("inf"), device=x.device)
+    change = torch.linalg.vector_norm(x[:, 1:] - x[:, :-1], dim=-1)
+    scores = torch.cat([first, change], dim=1).reshape(b, 1, t * l)
+    mask = _keep_top(scores, torch.tensor([num_tokens]))
+    return _mask_to_indices(mask, num_tokens)
+
+
+SELECTORS: dict[str, Selector] = {
+    "group_dynamic": group_dynamic_select,
+    "random": random_select,
+    "uniform": uniform_select,
+    "static_drop": static_drop_select,
+}
+
+
+def get_selector(name: str | Selector) -> Selector:
+    """A selector by name (``group_dynamic``, ``random``, ``uniform``, ``static_drop``) or as is."""
+    if callable(name):
+        return name
+    try:
+        return SELECTORS[name]
+    except KeyError:
+        raise ConfigError(f"unknown token selector {name!r}; choose from {', '.join(SELECTORS)}") from None
