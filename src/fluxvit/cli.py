@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from fluxvit.errors import FluxViTError
+from fluxvit.errors import ConfigError, FluxViTError
 
 EXIT_USER_ERROR = 2
 
@@ -38,17 +38,21 @@ def cmd_flops(args: argparse.Namespace) -> int:
         from fluxvit.flux.grid import Grid
 
         grid = Grid.parse(args.grid, budget=args.tokens)
+    if args.tokens is None and grid is None:
+        raise ConfigError("give --tokens N or --grid TxR")
     flops = model.estimate_flops(grid if grid is not None else args.tokens)
     row = {
         "model": args.model,
-        "tokens": args.tokens if args.tokens else grid.num_tokens(model.patch_size),
-        "gflops": round(flops / 1e9, 3),
+        "tokens": grid.num_tokens(model.patch_size) if grid is not None else args.tokens,
+        "gflops": round(flops.paper / 1e9, 3),
+        "gflops_total": round(flops.total / 1e9, 3),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
     }
     if args.json:
         print(json.dumps(row))
     else:
-        print(f"{row['model']}: {row['tokens']} tokens  {row['gflops']:.1f} GFLOPs  {row['params_m']:.1f} M params")
+        print(f"{row['model']}: {row['tokens']} tokens  {row['gflops']:.1f} GFLOPs (encoder, as the paper "
+              f"counts)  {row['gflops_total']:.1f} GFLOPs (whole forward)  {row['params_m']:.1f} M params")
     return 0
 
 
@@ -72,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "flops", "GFLOPs (multiply-adds) of a model at a token budget, as the paper counts them",
              "fluxvit flops fluxvit_small_patch14 --tokens 2048", cmd_flops)
-    p.add_argument("model", help="registered model name (see `fluxvit flops --list`)")
+    p.add_argument("model", help="registered model name, e.g. fluxvit_small_patch14, fluxvit_nano_patch14")
     p.add_argument("--tokens", type=int, default=None, help="token budget N after selection")
     p.add_argument("--grid", default=None, help="sampling grid TxR; patch embedding counted over all of it")
     p.add_argument("--num-classes", type=int, default=400)
