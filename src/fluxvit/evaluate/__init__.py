@@ -1,0 +1,1 @@
+"""Evaluation: multi-view accuracy, Token Optimization, latency budgets, prediction, reports."""

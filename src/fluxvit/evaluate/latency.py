@@ -1,0 +1,106 @@
+"""Latency budgets: measure how long a forward takes on this device at each token budget and
+pick the largest budget that fits a target latency. Measurements are cached per device."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from fluxvit.errors import ConfigError
+from fluxvit.flux.grid import Grid
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FLUXVIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fluxvit"
+    )
+    return Path(root)
+
+
+def device_key(device: torch.device) -> str:
+    """A name for the hardware a measurement belongs to (and the thread count it used)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()}-{os.cpu_count()}cpu-{torch.get_num_threads()}thr"
+    return f"{device.type}:{name}"
+
+
+def _model_key(model) -> str:
+    cfg = json.dumps(model.config.to_dict(), sort_keys=True)
+    return hashlib.sha1(cfg.encode()).hexdigest()[:12]
+
+
+def budget_ladder(max_tokens: int, smallest: int = 32) -> list[int]:
+    """Budgets to measure: powers of two and their 1.5x between ``smallest`` and ``max_tokens``."""
+    out, b = [], smallest
+    while b <= max_tokens:
+        out += [b] + ([b * 3 // 2] if b * 3 // 2 <= max_tokens else [])
+        b *= 2
+    return sorted(set(out + [max_tokens]))
+
+
+def measure_latency(
+    model, grid: Grid, budgets: list[int], device: torch.device | None = None, repeats: int = 3,
+    use_cache: bool = True,
+) -> dict[int, float]:
+    """Median forward ms (batch 1) at each budget, selecting from ``grid``; cached per device."""
+    device = device or next(model.parameters()).device
+    path = cache_dir() / "latency.json"
+    key = f"{device_key(device)}|{_model_key(model)}|{grid.frames}x{grid.height}x{grid.width}"
+    cache = {}
+    if use_cache and path.is_file():
+        try:
+            cache = json.loads(path.read_text())
+        except ValueError:
+            cache = {}
+    known = {int(k): v for k, v in cache.get(key, {}).items()}
+    todo = [b for b in budgets if b not in known]
+    if todo:
+        video = torch.randn(1, 3, grid.frames, grid.height, grid.width, device=device)
+        model.eval()
+        with torch.no_grad():
+            model(video, num_tokens=todo[0])  # warm-up
+            for b in todo:
+                times = []
+                for _ in range(repeats):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    start = time.perf_counter()
+                    model(video, num_tokens=b)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    times.append(time.perf_counter() - start)
+                known[b] = 1e3 * sorted(times)[len(times) // 2]
+                log.debug("budget %d: %.1f ms", b, known[b])
+        if use_cache:
+            cache[key] = {str(k): v for k, v in sorted(known.items())}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(".latency.json.part")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, path)
+    return {b: known[b] for b in budgets}
+
+
+def budget_for_latency(model, grid: Grid, target_ms: float, device: torch.device | None = None) -> int:
+    """The largest budget on :func:`budget_ladder` whose forward fits ``target_ms`` here."""
+    if target_ms <= 0:
+        raise ConfigError(f"latency target must be positive, got {target_ms} ms")
+    ladder = budget_ladder(grid.num_patches(model.patch_size))
+    times = measure_latency(model, grid, ladder, device)
+    fitting = [b for b in ladder if times[b] <= target_ms]
+    if not fitting:
+        raise ConfigError(
+            f"no token budget fits {target_ms} ms on {device_key(device or torch.device('cpu'))}: "
+            f"the smallest ({ladder[0]} tokens) takes {times[ladder[0]]:.1f} ms"
+        )
+    return max(fitting)
