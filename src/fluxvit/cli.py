@@ -66,6 +66,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- synth
+def cmd_synth(args: argparse.Namespace) -> int:
+    from fluxvit.data.synthetic import make_synthetic_dataset
+
+    # --classes takes names separated by spaces, commas, or both.
+    classes = [c for item in args.classes for c in item.split(",") if c] if args.classes else None
+    summary = make_synthetic_dataset(args.out, classes=classes, per_class=args.per_class, size=args.size,
+                                     frames=args.frames, seed=args.seed, val_fraction=args.val_fraction,
+                                     workers=args.workers, overwrite=args.force, progress=True)
+    print(summary)
+    return 0
+
+
+def _add_synth(sub) -> None:
+    from fluxvit.data.synthetic import describe_classes
+
+    p = _add(sub, "synth", "write the synthetic video benchmark: mp4 clips + train.csv, val.csv, classes.txt",
+             "fluxvit synth data/synth --per-class 80 --size 112 --frames 16 --seed 0", cmd_synth)
+    p.epilog = ("every clip: a static textured background, static and slowly drifting distractor shapes,\n"
+                "per-frame noise, and one small moving actor that carries the class.\n"
+                "classes ([time]: needs several frames in order; [detail]: needs full resolution):\n"
+                + describe_classes())
+    p.add_argument("out", help="output directory (new, or empty; see --force)")
+    p.add_argument("--classes", nargs="+", default=None, help="class names (default: all, in the order below)")
+    p.add_argument("--per-class", type=int, default=80, help="clips per class, train + val (default 80)")
+    p.add_argument("--size", type=int, default=112, help="frame height = width in pixels, even (default 112)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.25, help="share of each class in val.csv (default 0.25)")
+    p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 2)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fluxvit",
@@ -90,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument("--num-classes", type=int, default=None, help="default: read from the checkpoint")
     p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
+
+    _add_synth(sub)
     return parser
 
 

@@ -1,0 +1,487 @@
+"""A procedural video benchmark whose classes need what real video needs: time and detail.
+
+``make_synthetic_dataset`` writes real H.264 mp4 clips with ``train.csv``, ``val.csv`` (lines
+``relative/path.mp4 label``, no header) and ``classes.txt`` (line i names label i), in the
+annotation format of DESIGN.md §3. ``render_clip`` renders one clip as a uint8 array.
+
+What every clip looks like
+--------------------------
+A static, textured background (a smooth colour field, a mid-frequency luminance texture and
+a fixed fine grain), 2-4 static distractor shapes (triangles and ellipses in the same vivid
+colours the actors use), usually one distractor drifting slowly (0.3-1 px/frame), one small
+*actor* whose appearance or motion carries the class, and fresh Gaussian noise on every frame
+(sigma 1.5-4 grey levels). Most tokens are therefore redundant, as in real video: the
+background never changes apart from noise, and the class lives on an object of roughly 2x2 to
+3x3 patches (patch 14 at 112 px) that moves, so a selector that keeps the tokens which change
+most between frames finds it. Every nuisance is drawn per clip: background, colours,
+distractors, actor start position, speed and drift direction.
+
+The classes
+-----------
+Temporal classes (pairs that are time reversals of each other; one frame cannot tell the two
+of a pair apart, since in the middle frame both are distributed identically):
+
+* ``slide_left``  - a filled disc slides leftwards (2-4 px/frame, slight vertical drift).
+* ``slide_right`` - the same disc slides rightwards (exactly ``slide_left`` played backwards).
+* ``grow``        - a ring widens from radius ~5 to ~17 px while drifting slowly.
+* ``shrink``      - the ring narrows (``grow`` played backwards).
+* ``turn_cw``     - a clock hand (arm + tip knob) turns clockwise, 8-16 deg/frame.
+* ``turn_ccw``    - the hand turns counter-clockwise (``turn_cw`` played backwards).
+
+Detail classes (a 22-28 px square tile drifting 1-2.5 px/frame in a random direction; the four
+differ only in a 1-pixel pattern made of two colours, whose pixel mean is the same for all four,
+so any averaging downsample to half size or less - area, bilinear, antialiased - maps the four
+to the same flat tile; nearest-neighbour subsampling would alias instead):
+
+* ``stripes_h`` - horizontal 1-px stripes (period 2 px).
+* ``stripes_v`` - vertical 1-px stripes.
+* ``checker``   - a 1-px checkerboard.
+* ``plain``     - a flat tile of the two colours' mean.
+
+So a model that sees a single frame can at best tell the temporal pairs apart by chance, and a
+model that sees the clip at half resolution can at best guess among the detail classes; both
+need the coarse cue (which kind of actor it is), which every sampling keeps.
+
+Geometry (sizes, speeds) scales with ``size / 112``; the detail patterns stay 1 px, the finest
+detail a frame holds. Speeds are in pixels per *source* frame; a slide is slowed when needed so
+that the disc stays in view for the whole clip.
+
+Determinism: each clip's generator is seeded from ``(seed, crc32(class name), index)``, so the
+same seed gives the same clips (and byte-identical CSVs), and adding a class or changing the
+split does not change the other clips. No global random state is touched.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from fluxvit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: name -> (what telling it apart needs, one-line description). Order = default label order.
+CLASSES: dict[str, tuple[str, str]] = {
+    "slide_left": ("time", "a disc slides leftwards"),
+    "slide_right": ("time", "a disc slides rightwards (slide_left reversed)"),
+    "grow": ("time", "a ring widens"),
+    "shrink": ("time", "a ring narrows (grow reversed)"),
+    "turn_cw": ("time", "a clock hand turns clockwise"),
+    "turn_ccw": ("time", "a clock hand turns counter-clockwise (turn_cw reversed)"),
+    "stripes_h": ("detail", "a drifting tile with horizontal 1-px stripes"),
+    "stripes_v": ("detail", "a drifting tile with vertical 1-px stripes"),
+    "checker": ("detail", "a drifting tile with a 1-px checkerboard"),
+    "plain": ("detail", "a drifting flat tile of the same mean colour"),
+}
+DEFAULT_CLASSES: tuple[str, ...] = tuple(CLASSES)
+
+#: Format version of the written dataset (recorded in synth.json); bump when clips change.
+SYNTH_VERSION = 1
+REFERENCE_SIZE = 112  # the size the geometry constants below are stated for
+FPS = 16.0
+CRF = 18  # below x264's default 23 so the 1-px patterns survive compression with most contrast
+
+
+def describe_classes() -> str:
+    """One line per class: name, what it needs, description (for ``--help``)."""
+    return "\n".join(f"  {name:<12} [{needs:<6}] {text}" for name, (needs, text) in CLASSES.items())
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`make_synthetic_dataset` wrote."""
+
+    root: Path
+    classes: tuple[str, ...]
+    num_train: int
+    num_val: int
+    size: int
+    frames: int
+    seed: int
+    seconds: float
+    workers: int
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / "train.csv"
+
+    @property
+    def val_csv(self) -> Path:
+        return self.root / "val.csv"
+
+    @property
+    def classes_file(self) -> Path:
+        return self.root / "classes.txt"
+
+    def __str__(self) -> str:
+        return (f"wrote {self.num_train} train + {self.num_val} val clips ({len(self.classes)} classes, "
+                f"{self.frames} frames x {self.size} px, seed {self.seed}) to {self.root} "
+                f"in {self.seconds:.1f} s with {self.workers} worker(s)")
+
+
+# ----------------------------------------------------------------------------- rendering
+def render_clip(
+    class_name: str,
+    rng: np.random.Generator | int | Sequence[int],
+    size: int = REFERENCE_SIZE,
+    frames: int = 16,
+    *,
+    return_mask: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Render one clip of ``class_name``: uint8 (T, H, W, 3) RGB with T = frames, H = W = size.
+
+    ``rng`` is a numpy Generator (consumed) or a seed for one. With ``return_mask`` also return
+    the actor's coverage (T, H, W) float32 in [0, 1] - where the class evidence is, for tests
+    and for checking what a token selector keeps. The two clips of a time-reversed pair drawn
+    from the same seed share everything, and the actor of one is the other's played backwards.
+    """
+    if class_name not in CLASSES:
+        raise ConfigError(f"unknown synthetic class {class_name!r} (known: {', '.join(CLASSES)})")
+    _check_geometry(size, frames)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    s = size / REFERENCE_SIZE
+    video = np.broadcast_to(_background(rng, size), (frames, size, size, 3)).copy()
+    _paint_distractors(video, rng, s)
+    alpha, colour = _ACTORS[class_name](rng, size, frames, s)
+    a = alpha[..., None]
+    video *= 1.0 - a
+    video += a * colour
+    # Sensor-like noise, fresh per frame, so that no token is exactly static.
+    sigma = rng.uniform(1.5, 4.0)
+    video += rng.standard_normal(video.shape, dtype=np.float32) * np.float32(sigma)
+    out = np.clip(np.rint(video), 0, 255).astype(np.uint8)
+    return (out, alpha.astype(np.float32)) if return_mask else out
+
+
+def _check_geometry(size: int, frames: int) -> None:
+    if not isinstance(size, int) or size < 32 or size % 2:
+        raise ConfigError(f"size {size!r} must be an even number of pixels >= 32 (H.264 4:2:0 needs even sizes)")
+    if not isinstance(frames, int) or frames < 2:
+        raise ConfigError(f"frames {frames!r} must be an integer >= 2 (the temporal classes need motion)")
+
+
+@lru_cache(maxsize=8)
+def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (y, x), each (1, H, W) float32, broadcastable over time."""
+    c = np.arange(size, dtype=np.float32)
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    return yy[None], xx[None]
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) matrix of 1-D linear interpolation with aligned corners."""
+    pos = np.linspace(0.0, n_in - 1, n_out)
+    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    m[np.arange(n_out), lo] = 1.0 - frac
+    m[np.arange(n_out), lo + 1] = frac
+    return m
+
+
+def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of a small (h, w, C) field to (size, size, C)."""
+    my, mx = _interp_matrix(size, grid.shape[0]), _interp_matrix(size, grid.shape[1])
+    return np.einsum("yh,hwc,xw->yxc", my, grid.astype(np.float32), mx)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A static textured background (H, W, 3) float32: muted colour field + texture + grain."""
+    base = rng.uniform(70, 180) + rng.uniform(-25, 25, (4, 4, 3))
+    texture = rng.normal(0.0, 12.0, (max(size // 8, 2), max(size // 8, 2), 1))
+    # A fixed fine grain gives the background some pixel-level energy too, so that "has fine
+    # detail somewhere" alone does not reveal a detail class.
+    grain = rng.normal(0.0, rng.uniform(2.0, 6.0), (size, size, 1))
+    return (_upsample(base, size) + _upsample(texture, size) + grain).astype(np.float32)
+
+
+def _vivid(rng: np.random.Generator) -> np.ndarray:
+    """A saturated random colour (3,) float32, the palette shared by actors and distractors."""
+    r, g, b = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.55, 1.0), rng.uniform(0.6, 1.0))
+    return np.array([r, g, b], dtype=np.float32) * 255
+
+
+def _mid_track(rng: np.random.Generator, size: int, frames: int, vel: tuple[float, float], margin: float):
+    """Centre (cy, cx), each (T, 1, 1), moving at ``vel`` px/frame, inside ``margin`` of the edges.
+
+    The mid-clip position is drawn uniformly over the positions that keep the whole track in
+    view; as this range is symmetric, a track and its time reversal are equally likely.
+    """
+    t = np.arange(frames, dtype=np.float32) - (frames - 1) / 2
+    out = []
+    for v in vel:
+        half = abs(v) * (frames - 1) / 2
+        lo, hi = margin + half, size - 1 - margin - half
+        mid = rng.uniform(lo, hi) if hi > lo else (size - 1) / 2
+        out.append((mid + v * t)[:, None, None])
+    return out[0], out[1]
+
+
+def _random_velocity(rng: np.random.Generator, lo: float, hi: float) -> tuple[float, float]:
+    angle, speed = rng.uniform(0, 2 * math.pi), rng.uniform(lo, hi)
+    return speed * math.sin(angle), speed * math.cos(angle)
+
+
+def _disc(size: int, cy, cx, r) -> np.ndarray:
+    """Antialiased coverage (T, H, W) of a disc of radius ``r`` (one pixel of soft edge)."""
+    yy, xx = _coords(size)
+    return np.clip(r + 0.5 - np.hypot(yy - cy, xx - cx), 0.0, 1.0)
+
+
+def _triangle(size: int, cy, cx, r: float, angle: float) -> np.ndarray:
+    """Coverage of an equilateral triangle of circumradius ``r`` rotated by ``angle``."""
+    yy, xx = _coords(size)
+    inside = None
+    for k in range(3):
+        # Edge k faces direction angle + pi/3 + 2*pi*k/3 at distance r/2 from the centre.
+        a = angle + math.pi / 3 + 2 * math.pi * k / 3
+        d = r / 2 - ((xx - cx) * math.cos(a) + (yy - cy) * math.sin(a))
+        inside = d if inside is None else np.minimum(inside, d)
+    return np.clip(inside + 0.5, 0.0, 1.0)
+
+
+def _ellipse(size: int, cy, cx, a: float, b: float, angle: float) -> np.ndarray:
+    """Coverage of an ellipse with semi-axes ``a``, ``b`` rotated by ``angle``."""
+    yy, xx = _coords(size)
+    u = (xx - cx) * math.cos(angle) + (yy - cy) * math.sin(angle)
+    v = -(xx - cx) * math.sin(angle) + (yy - cy) * math.cos(angle)
+    q = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    return np.clip((1.0 - q) * min(a, b) + 0.5, 0.0, 1.0)
+
+
+def _paint_distractors(video: np.ndarray, rng: np.random.Generator, s: float) -> None:
+    """Paint 2-4 static shapes and, in 3 clips of 4, one slowly drifting triangle, in place."""
+    frames, size = video.shape[0], video.shape[1]
+    for _ in range(int(rng.integers(2, 5))):
+        r = rng.uniform(6, 12) * s
+        cy, cx = (np.full((1, 1, 1), rng.uniform(r, size - 1 - r), dtype=np.float32) for _ in range(2))
+        if rng.uniform() < 0.5:
+            alpha = _triangle(size, cy, cx, r, rng.uniform(0, 2 * math.pi))
+        else:
+            alpha = _ellipse(size, cy, cx, r, r * rng.uniform(0.35, 0.6), rng.uniform(0, math.pi))
+        _over(video, alpha, _vivid(rng))
+    if rng.uniform() < 0.75:
+        r = rng.uniform(6, 10) * s
+        cy, cx = _mid_track(rng, size, frames, _random_velocity(rng, 0.3 * s, 1.0 * s), r)
+        _over(video, _triangle(size, cy, cx, r, rng.uniform(0, 2 * math.pi)), _vivid(rng))
+
+
+def _over(video: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+    """Alpha-composite ``colour`` with coverage ``alpha`` ((1 or T), H, W) over ``video`` in place."""
+    a = alpha[..., None]
+    video *= 1.0 - a
+    video += a * colour
+
+
+# ----------------------------------------------------------------------------- actors
+# Each actor draws its parameters from rng (the same draws for both classes of a reversed pair)
+# and returns coverage (T, H, W) and colour ((3,) or (T, H, W, 3)).
+Actor = Callable[[np.random.Generator, int, int, float], tuple[np.ndarray, np.ndarray]]
+
+
+def _slide(reverse: bool) -> Actor:
+    def actor(rng, size, frames, s):
+        r = rng.uniform(8, 12) * s
+        # Slow down if needed so the disc stays in view from the first frame to the last.
+        speed = min(rng.uniform(2, 4) * s, (size - 2 * r - 4) / (frames - 1))
+        drift = rng.uniform(-0.5, 0.5) * s
+        cy, cx = _mid_track(rng, size, frames, (drift, -speed), r + 1)
+        alpha = _disc(size, cy, cx, r)
+        return (alpha[::-1] if reverse else alpha), _vivid(rng)
+    return actor
+
+
+def _grow(reverse: bool) -> Actor:
+    def actor(rng, size, frames, s):
+        r0, r1 = rng.uniform(4, 6) * s, rng.uniform(15, 19) * s
+        thick = max(3 * s, 1.5)
+        cy, cx = _mid_track(rng, size, frames, _random_velocity(rng, 0.0, 1.0 * s), r1 + 1)
+        radius = np.linspace(r0, r1, frames, dtype=np.float32)[:, None, None]
+        yy, xx = _coords(size)
+        d = np.hypot(yy - cy, xx - cx)
+        alpha = np.clip(np.minimum(radius + 0.5 - d, d - (radius - thick) + 0.5), 0.0, 1.0)
+        return (alpha[::-1] if reverse else alpha), _vivid(rng)
+    return actor
+
+
+def _turn(reverse: bool) -> Actor:
+    def actor(rng, size, frames, s):
+        length, width, knob = rng.uniform(12, 16) * s, max(3 * s, 1.5), 4 * s
+        cy, cx = _mid_track(rng, size, frames, _random_velocity(rng, 0.0, 1.0 * s), length + knob + 1)
+        # Image y points down, so a growing angle turns clockwise on screen. Fewer than 22.5
+        # deg/frame keeps the direction unambiguous even when only every 8th frame is seen.
+        omega = math.radians(rng.uniform(8, 16))
+        angle = rng.uniform(0, 2 * math.pi) + omega * np.arange(frames, dtype=np.float32)[:, None, None]
+        dy, dx = np.sin(angle), np.cos(angle)
+        yy, xx = _coords(size)
+        py, px = yy - cy, xx - cx
+        along = np.clip(py * dy + px * dx, 0.0, length)
+        arm = np.clip(width / 2 + 0.5 - np.hypot(py - along * dy, px - along * dx), 0.0, 1.0)
+        tip = _disc(size, cy + length * dy, cx + length * dx, knob)
+        hub = _disc(size, cy, cx, width)
+        alpha = np.maximum(np.maximum(arm, tip), hub)
+        return (alpha[::-1] if reverse else alpha), _vivid(rng)
+    return actor
+
+
+def _tile(pattern: str) -> Actor:
+    def actor(rng, size, frames, s):
+        side = int(round(rng.uniform(22, 28) * s))
+        cy, cx = _mid_track(rng, size, frames, _random_velocity(rng, 1.0 * s, 2.5 * s), side / 2 + 1)
+        # Whole-pixel corners keep the 1-px pattern aligned with the pixel grid as it moves.
+        y0 = np.rint(cy - side / 2).astype(int)
+        x0 = np.rint(cx - side / 2).astype(int)
+        yy, xx = _coords(size)
+        ry, rx = yy - y0, xx - x0
+        alpha = ((ry >= 0) & (ry < side) & (rx >= 0) & (rx < side)).astype(np.float32)
+        hue, sat = rng.uniform(), rng.uniform(0.3, 0.9)
+        light = np.array(colorsys.hsv_to_rgb(hue, sat, rng.uniform(0.8, 1.0)), dtype=np.float32) * 255
+        dark = np.array(colorsys.hsv_to_rgb(hue, sat, rng.uniform(0.15, 0.35)), dtype=np.float32) * 255
+        phase = int(rng.integers(2))
+        if pattern == "plain":
+            return alpha, (light + dark) / 2
+        parity = {"stripes_h": ry, "stripes_v": rx, "checker": ry + rx}[pattern].astype(int) + phase
+        on = (parity % 2 == 0)[..., None]
+        return alpha, np.where(on, light, dark)
+    return actor
+
+
+_ACTORS: dict[str, Actor] = {
+    "slide_left": _slide(False),
+    "slide_right": _slide(True),
+    "grow": _grow(False),
+    "shrink": _grow(True),
+    "turn_cw": _turn(False),
+    "turn_ccw": _turn(True),
+    "stripes_h": _tile("stripes_h"),
+    "stripes_v": _tile("stripes_v"),
+    "checker": _tile("checker"),
+    "plain": _tile("plain"),
+}
+
+
+# ----------------------------------------------------------------------------- the dataset
+def clip_seed(seed: int, class_name: str, index: int) -> np.random.SeedSequence:
+    """The seed of clip ``index`` of ``class_name``: independent of the other classes and the split."""
+    return np.random.SeedSequence([seed, zlib.crc32(class_name.encode()), index])
+
+
+def make_synthetic_dataset(
+    out: str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    per_class: int = 80,
+    size: int = REFERENCE_SIZE,
+    frames: int = 16,
+    seed: int = 0,
+    val_fraction: float = 0.25,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> SynthSummary:
+    """Write the benchmark to ``out``: ``train/``, ``val/`` mp4s, the two CSVs, classes.txt, synth.json.
+
+    ``per_class`` clips per class, of which ``round(per_class * val_fraction)`` go to val.
+    Every argument is checked before anything is written. ``workers`` processes encode in
+    parallel (default: up to 2, the cores this was designed for). ``progress`` shows a bar.
+    """
+    names = _check_classes(classes)
+    _check_geometry(size, frames)
+    if not isinstance(per_class, int) or per_class < 1:
+        raise ConfigError(f"per-class {per_class!r} must be a positive number of clips")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val fraction {val_fraction!r} must be in [0, 1)")
+    n_val = int(round(per_class * val_fraction))
+    n_train = per_class - n_val
+    if n_train < 1:
+        raise ConfigError(f"per-class {per_class} with val fraction {val_fraction} leaves no training clip")
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed {seed!r} must be a non-negative integer")
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        raise ConfigError(f"{root}: directory is not empty (choose a new one, or overwrite)")
+    workers = max(1, min(workers if workers is not None else min(2, os.cpu_count() or 1), per_class * len(names)))
+
+    jobs, rows = [], {"train": [], "val": []}
+    for label, name in enumerate(names):
+        for i in range(per_class):
+            split = "train" if i < n_train else "val"
+            rel = f"{split}/{name}/{name}_{i:04d}.mp4"
+            rows[split].append(f"{rel} {label}\n")
+            jobs.append((name, seed, i, str(root / rel), size, frames))
+    for split in rows:
+        for name in names:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    _run_jobs(jobs, workers, progress)
+    # The CSVs come last, so an interrupted run never looks like a complete dataset.
+    (root / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+    (root / "synth.json").write_text(json.dumps({
+        "version": SYNTH_VERSION, "classes": list(names), "per_class": per_class, "size": size,
+        "frames": frames, "seed": seed, "val_fraction": val_fraction, "fps": FPS, "crf": CRF,
+    }, indent=1) + "\n")
+    for split, lines in rows.items():
+        (root / f"{split}.csv").write_text("".join(lines))
+    summary = SynthSummary(root, names, n_train * len(names), n_val * len(names), size, frames, seed,
+                           time.perf_counter() - start, workers)
+    log.info("%s", summary)
+    return summary
+
+
+def _check_classes(classes: Sequence[str] | None) -> tuple[str, ...]:
+    if classes is None:
+        return DEFAULT_CLASSES
+    names = tuple(classes)
+    if not names:
+        raise ConfigError("no classes given")
+    for n in names:
+        if n not in CLASSES:
+            raise ConfigError(f"unknown synthetic class {n!r} (known: {', '.join(CLASSES)})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"classes repeat a name: {', '.join(names)}")
+    return names
+
+
+def _write_clip(job: tuple[str, int, int, str, int, int]) -> str:
+    """Render and encode one clip (runs in a worker process)."""
+    from fluxvit.data.encode import write_video
+
+    name, seed, index, path, size, frames = job
+    clip = render_clip(name, np.random.default_rng(clip_seed(seed, name, index)), size, frames)
+    write_video(path, clip, fps=FPS, crf=CRF)
+    return path
+
+
+def _run_jobs(jobs: list, workers: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=len(jobs), unit="clip", desc="synth", disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                _write_clip(job)
+                bar.update()
+            return
+        # fork, where there is one: the workers need only numpy and PyAV, and a spawned worker
+        # would first re-import the package (and torch) for a second or two.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for _ in pool.map(_write_clip, jobs, chunksize=8):
+                bar.update()
