@@ -17,6 +17,7 @@ from common import matmul_peak_gflops, time_call, write_result  # noqa: E402
 import fluxvit  # noqa: E402
 from fluxvit.flux.grid import Grid  # noqa: E402
 from fluxvit.flux.selectors import group_dynamic_select  # noqa: E402
+from fluxvit.runtime import tune_cpu_allocator  # noqa: E402
 
 # (budget, grid sampled before selection): 8x224 = 2048 patches, 12x224 = 3072
 CASES = [(512, Grid(8, 224)), (1024, Grid(8, 224)), (2048, Grid(8, 224)), (3072, Grid(12, 224))]
@@ -40,6 +41,7 @@ def bench_selector(model, grid: Grid, budget: int, batch: int, repeats: int) -> 
 
 
 def main(quick: bool = False) -> dict:
+    tune_cpu_allocator()  # as the command line does
     torch.manual_seed(0)
     peak32 = matmul_peak_gflops(torch.float32)
     peak16 = matmul_peak_gflops(torch.bfloat16)

@@ -12,6 +12,8 @@ from fluxvit.models import (
     save_checkpoint,
 )
 
+from fluxvit.runtime import tune_cpu_allocator
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "ConfigError",
     "CheckpointError",
     "VideoError",
+    "tune_cpu_allocator",
 ]

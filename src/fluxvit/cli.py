@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    from fluxvit.runtime import tune_cpu_allocator
+
+    tune_cpu_allocator()  # an application may own the allocator: keep freed activations in-process
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USER_ERROR

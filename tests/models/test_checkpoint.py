@@ -137,10 +137,10 @@ def test_huge_declared_header_is_refused(tmp_path):
 
 
 def test_cli_convert_and_errors(tmp_path, capsys):
-    from tests.models.official_format import make_official_state_dict
+    from official_format import official_state_dict
 
     src = tmp_path / "release.pth"
-    torch.save({"module": make_official_state_dict(seed=0)}, src)
+    torch.save({"module": official_state_dict(0)}, src)
     classes = tmp_path / "classes.txt"
     classes.write_text("".join(f"c{i}\n" for i in range(400)))
     dst = tmp_path / "conv.safetensors"
