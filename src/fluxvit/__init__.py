@@ -11,7 +11,6 @@ from fluxvit.models import (
     model_config,
     save_checkpoint,
 )
-
 from fluxvit.runtime import tune_cpu_allocator
 
 __version__ = "0.1.0"
