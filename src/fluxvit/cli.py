@@ -99,6 +99,33 @@ def _add_synth(sub) -> None:
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
 
+# ----------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from fluxvit.train import load_config, train
+
+    cfg = load_config(args.config, args.set or ())
+    result = train(cfg, resume=args.resume if args.resume is not None else False)
+    if result.checkpoint is not None:  # rank 0 (under torchrun the other ranks stay quiet)
+        metrics = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in result.metrics.items() if v is not None)
+        print(f"trained {result.steps} steps -> {result.checkpoint}")
+        print(metrics)
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = _add(sub, "train", "train a FluxViT (fixed-grid, Flux, Flux-Multi or distillation) from a YAML config",
+             "fluxvit train configs/nano_synthetic_flux_multi.yaml --set optim.lr=5e-4 --set steps=200",
+             cmd_train)
+    p.epilog = ("configs: configs/*.yaml; the final config is written to OUT_DIR/config.yaml.\n"
+                "distributed: torchrun --nproc_per_node=N -m fluxvit train CONFIG (gloo on CPU, nccl on CUDA)")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, dotted keys (repeatable): --set optim.lr=3e-4")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                   help="continue from the newest checkpoint in OUT_DIR/checkpoints, or from CKPT")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fluxvit",
@@ -125,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
 
     _add_synth(sub)
+    _add_train(sub)
     return parser
 
 

@@ -1,0 +1,106 @@
+"""Training checkpoints: everything needed to continue a run exactly.
+
+A training checkpoint (``ckpt_000123.pt``) holds the model, the objective's trainable parts,
+the optimiser, the schedule and sampler positions, the EMA weights and the RNG states (torch
+CPU and CUDA, Python ``random``, numpy). It is written to a temporary file, flushed and renamed,
+so a crash never leaves a half-written checkpoint under the final name; the last ``keep``
+are kept. Loading uses ``torch.load(weights_only=True)``: only tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fluxvit.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"ckpt_{step:09d}.pt"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of the complete training checkpoints in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def rng_state() -> dict:
+    """Every global RNG's state, in a form ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _to_lists(random.getstate()),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuples(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def save_training_state(state: dict, directory: str | os.PathLike, step: int, keep: int) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` atomically; delete all but the last ``keep``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(directory, step)
+    tmp = directory / f".{path.name}.part"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for _, old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_training_state(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_training_state` (tensors and plain data only)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0][:160]})") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(f"{path}: not a fluxvit training checkpoint")
+    return state

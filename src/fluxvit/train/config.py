@@ -1,0 +1,344 @@
+"""Training configuration as data: defaults -> a YAML file -> ``key=value`` overrides.
+
+Every section is a dataclass; :func:`load_config` builds the defaults, merges the YAML file,
+then applies dotted overrides (``optim.lr=3e-4``, ``flux.frames=[4,8,2]``), checks every key
+and type, and validates the combination (:func:`validate`) so that a wrong setting ends in one
+:class:`~fluxvit.errors.ConfigError` line before any work starts. :func:`save_config` writes
+the final config beside the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fluxvit.errors import ConfigError
+
+OBJECTIVES = ("fixed", "flux", "flux_multi", "distill")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    """The student: a registered architecture, optionally initialised from a checkpoint."""
+
+    name: str = "fluxvit_nano_patch14"
+    checkpoint: str | None = None  # fine-tune from this (ours or an official release file)
+    num_classes: int | None = None  # default: the data's class count
+    head_budgets: list[int] | None = None  # override the architecture's per-head budgets
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from. ``source``: ``csv`` (annotation files, decoded by the data
+    pipeline) or ``synthetic`` (the synthetic benchmark rendered in memory, no files)."""
+
+    source: str = "synthetic"
+    train: str | None = None  # train annotation file (csv source)
+    val: str | None = None  # validation annotation file (csv source)
+    root: str | None = None  # video root; default: the annotation file's folder
+    classes: list[str] | None = None  # synthetic: class subset (default: all)
+    train_per_class: int = 48  # synthetic: training clips per class
+    val_per_class: int = 16  # synthetic: validation clips per class
+    size: int = 112  # synthetic: rendered frame size (px)
+    frames: int = 16  # synthetic: rendered frames per clip
+    batch_size: int = 8  # clips per rank per micro-step
+    workers: int = 0  # DataLoader worker processes
+    flip: bool = True  # random horizontal flip (turn off for direction-sensitive classes)
+
+
+@dataclass
+class FluxConfig:
+    """Sampling grids. Flux draws one (T, R) per batch from the family; ``fixed`` (``TxR``)
+    pins every batch to one grid, as the fixed-grid baseline does."""
+
+    frames: list[int] = field(default_factory=lambda: [6, 24, 2])  # start, stop (incl.), step
+    sizes: list[int] = field(default_factory=lambda: [112, 336, 28])
+    min_tokens: int = 2048
+    max_tokens: int = 6144
+    fixed: str | None = None
+
+
+@dataclass
+class ObjectiveConfig:
+    """What is minimised. ``fixed``/``flux``: cross-entropy at one budget through one head;
+    ``flux_multi``: every head at its own budget + feature alignment; ``distill``: UMT-style
+    token and pooled-feature alignment to a frozen teacher."""
+
+    name: str = "flux_multi"
+    budget: int | None = None  # fixed/flux: tokens kept (default: fixed keeps all, flux head 0's)
+    head: int | None = None  # fixed/flux: head trained (default: the head nearest the budget)
+    align_weight: float = 1.0  # flux_multi: weight of the alignment loss
+    teacher: str | None = None  # distill: registered architecture of the teacher
+    teacher_checkpoint: str | None = None  # distill: its weights
+    teacher_grid: str | None = None  # distill: TxR the teacher sees (default: the batch grid)
+    token_weight: float = 1.0  # distill: token-feature alignment weight
+    pooled_weight: float = 1.0  # distill: pooled-feature alignment weight
+    supervised_weight: float = 0.0  # distill: cross-entropy on head 0 as well (0: pure distillation)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with layer-wise lr decay, cosine schedule with linear warm-up, and regularisers."""
+
+    lr: float = 1e-3  # peak learning rate (already scaled for the global batch)
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    warmup_steps: int = 0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    layer_decay: float = 0.75  # lr scale per layer below the top (1: off)
+    clip_grad: float | None = None  # max global grad norm
+    accum_steps: int = 1  # micro-batches per optimiser step
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # mixup alpha (0: off)
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5  # chance of cutmix when both are on
+
+
+@dataclass
+class EvalConfig:
+    """Validation during and after training: one view per clip at one grid and budget."""
+
+    every: int = 0  # steps between validations (0: only at the end)
+    grid: str | None = None  # TxR (default: the architecture's default grid)
+    budget: int | None = None  # tokens (default: head 0's budget, capped by the grid)
+    max_clips: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    out_dir: str = "runs/train"
+    seed: int = 0
+    steps: int = 100  # optimiser steps
+    precision: str = "fp32"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    ema_decay: float | None = None  # keep an EMA of the weights (e.g. 0.9999)
+    log_every: int = 1
+    ckpt_every: int = 50
+    keep_last: int = 2
+    max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
+    tensorboard: bool = False
+    progress: bool | None = None  # progress bar (default: when stderr is a terminal)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- merging
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint`` (int -> float allowed); return it coerced."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r}: unsupported type {hint}")
+
+
+def _merge(obj: Any, values: dict, prefix: str = "") -> None:
+    """Set ``values`` (a nested dict) on the dataclass ``obj``, checking keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key {full!r} (known here: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _parse_override(text: str) -> dict:
+    """``a.b=value`` -> ``{"a": {"b": value}}``; the value is read as YAML (``3e-4``, ``[1,2]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not YAML: take the text as a string
+    # YAML 1.1 reads 3e-4 as a string (it wants 3.0e-4); accept the usual float spellings.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".e") else value
+        except ValueError:
+            pass
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides; checked."""
+    cfg = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{where} is not valid YAML") from None
+        _merge(cfg, data)
+    for text in overrides:
+        _merge(cfg, _parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """A checked config from a nested dict (for in-process callers)."""
+    cfg = TrainConfig()
+    _merge(cfg, values)
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML (the final, merged config of a run)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- validation
+def validate(cfg: TrainConfig) -> None:
+    """Check the combination of settings; raise one :class:`ConfigError` line on the first problem."""
+    from fluxvit.flux.grid import FluxGrid, Grid
+    from fluxvit.models.registry import model_config
+
+    overrides = {"head_budgets": cfg.model.head_budgets} if cfg.model.head_budgets else {}
+    arch = model_config(cfg.model.name, **overrides)
+    patch = arch.patch_size
+    obj = cfg.objective
+    if obj.name not in OBJECTIVES:
+        raise ConfigError(f"objective.name {obj.name!r} is not one of {', '.join(OBJECTIVES)}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.data.source not in ("csv", "synthetic"):
+        raise ConfigError(f"data.source {cfg.data.source!r} is not 'csv' or 'synthetic'")
+    if cfg.data.source == "csv" and not cfg.data.train:
+        raise ConfigError("data.source is 'csv' but data.train (the training annotation file) is not set")
+    for key in ("steps", "log_every", "ckpt_every", "keep_last", "max_bad_steps"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.data.batch_size < 1 or cfg.optim.accum_steps < 1:
+        raise ConfigError("data.batch_size and optim.accum_steps must be >= 1")
+    if not 0.0 <= cfg.model.drop_path < 1.0:
+        raise ConfigError(f"model.drop_path {cfg.model.drop_path} is not in [0, 1)")
+    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay {cfg.ema_decay} is not in (0, 1)")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas must be two numbers, got {cfg.optim.betas}")
+    for name in ("frames", "sizes"):
+        if len(getattr(cfg.flux, name)) != 3:
+            raise ConfigError(f"flux.{name} must be [start, stop, step], got {getattr(cfg.flux, name)}")
+
+    # The grids the student will see, then every budget against them.
+    if cfg.flux.fixed is not None:
+        grids = [Grid.parse(cfg.flux.fixed)]
+        grids[0].check_patch(patch)
+        most = grids[0].num_patches(patch)
+        where = f"the fixed grid {cfg.flux.fixed}"
+    else:
+        for size in range(cfg.flux.sizes[0], cfg.flux.sizes[1] + 1, max(cfg.flux.sizes[2], 1)):
+            if size % patch:
+                raise ConfigError(f"flux resolution {size} is not a multiple of the patch size {patch}")
+        family = FluxGrid(tuple(cfg.flux.frames), tuple(cfg.flux.sizes), cfg.flux.min_tokens,
+                          cfg.flux.max_tokens, patch)
+        most = max(g.num_patches(patch) for g in family.grids)
+        where = "any flux grid"
+    if obj.name == "fixed" and cfg.flux.fixed is None:
+        raise ConfigError("objective 'fixed' needs flux.fixed (the one grid, e.g. 8x224)")
+    budgets = list(arch.head_budgets) if obj.name in ("flux_multi",) else []
+    if obj.budget is not None:
+        budgets.append(obj.budget)
+    elif obj.name == "flux":
+        budgets.append(arch.head_budgets[0])
+    for b in budgets:
+        if b < 1:
+            raise ConfigError(f"token budget {b} must be positive")
+        if b > most:
+            raise ConfigError(f"token budget {b} is larger than {where} ({most} tokens)")
+    if obj.head is not None and not 0 <= obj.head < len(arch.head_budgets):
+        raise ConfigError(f"objective.head {obj.head} does not exist ({len(arch.head_budgets)} heads)")
+    if obj.name == "flux_multi" and len(arch.head_budgets) > 1 + arch.num_align_projs:
+        raise ConfigError(f"flux_multi needs {len(arch.head_budgets) - 1} alignment projectors, "
+                          f"{cfg.model.name} has {arch.num_align_projs}")
+    if cfg.eval.grid is not None:
+        eval_grid = Grid.parse(cfg.eval.grid)
+        eval_grid.check_patch(patch)
+        if cfg.eval.budget is not None:
+            eval_grid.with_budget(cfg.eval.budget).num_tokens(patch)
+    if obj.name == "distill":
+        if not obj.teacher:
+            raise ConfigError("objective 'distill' needs objective.teacher (a registered model name)")
+        model_config(obj.teacher)  # unknown names fail here
+        if obj.teacher_grid is not None:
+            Grid.parse(obj.teacher_grid).check_patch(patch)

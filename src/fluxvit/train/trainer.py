@@ -1,0 +1,399 @@
+"""The training loop: :func:`train` runs a :class:`~fluxvit.train.config.TrainConfig` to the end.
+
+One optimiser step = ``accum_steps`` micro-batches. Every micro-batch's grid and samples come
+from the :class:`~fluxvit.train.data.BatchPlan` (a function of seed, micro-step and rank), every
+other random draw either from a generator seeded the same way (mixup) or from the global torch
+RNG (drop path), whose state is checkpointed; so a resumed run continues bit for bit. Only rank
+0 writes files. The library logs; it never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fluxvit.errors import CheckpointError, ConfigError, FluxViTError
+from fluxvit.flux.grid import FluxGrid, Grid
+from fluxvit.models.checkpoint import save_checkpoint
+from fluxvit.models.fluxvit import FluxViT
+from fluxvit.models.registry import create_model
+from fluxvit.train import checkpointing, distributed
+from fluxvit.train.config import TrainConfig, config_from_dict, load_config, save_config
+from fluxvit.train.data import BatchPlan, ClipSource, batch_loader, seeded, synthetic_source
+from fluxvit.train.ema import ModelEma
+from fluxvit.train.metrics import MetricsWriter
+from fluxvit.train.mixup import mix_batch
+from fluxvit.train.objectives import Distill, FluxMulti, Learner, Objective, Supervised, clip_budget
+from fluxvit.train.optim import apply_lr, build_optimizer, cosine_lr, param_groups
+from fluxvit.train.validation import validate
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+MODEL_NAME = "model.safetensors"
+EMA_NAME = "model_ema.safetensors"
+CKPT_DIR = "checkpoints"
+
+
+class TrainingError(FluxViTError):
+    """A run that cannot go on (too many non-finite losses in a row)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left behind. ``metrics``: the last validation and run totals."""
+
+    run_dir: Path
+    checkpoint: Path | None  # the final model (safetensors, loadable with fluxvit.load_checkpoint)
+    ema_checkpoint: Path | None
+    steps: int
+    metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # every validation record
+
+
+# ----------------------------------------------------------------------------- assembly
+def build_sources(cfg: TrainConfig) -> tuple[ClipSource, ClipSource | None]:
+    """Training and validation clip sources from ``cfg.data``."""
+    d = cfg.data
+    if d.source == "synthetic":
+        train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, d.flip)
+        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1, False)
+        return train, val
+    from fluxvit.train.video_source import csv_sources
+
+    return csv_sources(d.train, d.val, d.root, d.flip)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> FluxViT:
+    """The student: fresh, or fine-tuned from ``model.checkpoint`` (positional table resized to
+    the architecture's, heads re-initialised when the class count differs)."""
+    m = cfg.model
+    overrides: dict = {"drop_path_rate": m.drop_path}
+    if m.head_budgets:
+        overrides["head_budgets"] = tuple(m.head_budgets)
+    model = create_model(m.name, num_classes=m.num_classes or num_classes, checkpoint=m.checkpoint,
+                         reset_heads=m.checkpoint is not None, **overrides)
+    model.set_grad_checkpointing(m.grad_checkpointing)
+    return model
+
+
+def load_teacher(cfg: TrainConfig) -> FluxViT:
+    """The frozen distillation teacher (a one-line error if it cannot be loaded)."""
+    o = cfg.objective
+    if not o.teacher_checkpoint:
+        raise ConfigError("objective 'distill' needs objective.teacher_checkpoint (the teacher's weights)")
+    try:
+        return create_model(o.teacher, checkpoint=o.teacher_checkpoint)
+    except (CheckpointError, ConfigError) as e:
+        raise ConfigError(f"teacher {o.teacher} from {o.teacher_checkpoint}: cannot be loaded: {e}") from None
+
+
+def build_objective(cfg: TrainConfig, model: FluxViT) -> Objective:
+    o, smoothing = cfg.objective, cfg.optim.label_smoothing
+    if o.name == "fixed":
+        return Supervised(o.budget, o.head, smoothing)
+    if o.name == "flux":
+        budget = o.budget if o.budget is not None else model.budgets[0]
+        return Supervised(budget, o.head if o.head is not None else model.head_for(budget), smoothing)
+    if o.name == "flux_multi":
+        return FluxMulti(o.align_weight, smoothing)
+    teacher_grid = Grid.parse(o.teacher_grid) if o.teacher_grid else None
+    return Distill(model, load_teacher(cfg), o.budget if o.budget is not None else model.budgets[0],
+                   teacher_grid, o.token_weight, o.pooled_weight, o.supervised_weight, smoothing)
+
+
+def training_grids(cfg: TrainConfig, patch_size: int) -> tuple[Grid, ...]:
+    if cfg.flux.fixed is not None:
+        return (Grid.parse(cfg.flux.fixed),)
+    f = cfg.flux
+    return FluxGrid(tuple(f.frames), tuple(f.sizes), f.min_tokens, f.max_tokens, patch_size).grids
+
+
+def tokens_per_clip(cfg: TrainConfig, model: FluxViT, grid: Grid) -> int:
+    """Tokens one clip sends through the student's backbone in one step (all its forwards)."""
+    video_shape = torch.empty(0, 0, grid.frames, grid.height, grid.width)
+    total = grid.num_patches(model.patch_size)
+    o = cfg.objective
+    if o.name == "flux_multi":
+        budgets: list[int | None] = list(model.budgets)
+    elif o.name == "fixed":
+        budgets = [o.budget]
+    else:
+        budgets = [o.budget if o.budget is not None else model.budgets[0]]
+    return sum(clip_budget(b, video_shape, model.patch_size) or total for b in budgets)
+
+
+def eval_setup(cfg: TrainConfig, model: FluxViT) -> tuple[Grid, list[int | None]]:
+    """The validation grid and the budgets evaluated on it."""
+    grid = Grid.parse(cfg.eval.grid) if cfg.eval.grid else Grid(*model.config.default_grid)
+    total = grid.num_patches(model.patch_size)
+    if cfg.eval.budget is not None:
+        budgets: list[int | None] = [cfg.eval.budget]
+    elif cfg.objective.name == "flux_multi":
+        budgets = list(model.budgets)
+    elif cfg.objective.name in ("flux", "distill"):
+        budgets = [cfg.objective.budget or model.budgets[0]]
+    else:
+        budgets = [cfg.objective.budget]
+    return grid, [None if b is None or b >= total else b for b in budgets]
+
+
+def _progress(enabled: bool | None, total: int, initial: int):
+    show = sys.stderr.isatty() if enabled is None else enabled
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(
+    config: TrainConfig | dict | str | Path,
+    train_data: ClipSource | None = None,
+    val_data: ClipSource | None = None,
+    resume: bool | str | Path = False,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainResult:
+    """Train as ``config`` says; returns where the model went and the final metrics.
+
+    ``config``: a :class:`TrainConfig`, a nested dict, or a YAML path (with ``overrides``,
+    ``key=value``). ``train_data``/``val_data`` replace the sources ``config.data`` describes
+    (in-process callers with their own clips). ``resume``: True continues from the newest
+    checkpoint in ``<out_dir>/checkpoints`` (a fresh start when there is none), a path from that
+    checkpoint. Under ``torchrun`` every rank calls this; only rank 0 writes.
+    """
+    if isinstance(config, TrainConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = config_from_dict(config)
+    else:
+        cfg = load_config(config, overrides)
+    info = distributed.setup(cfg.device)
+    try:
+        return _run(cfg, info, train_data, val_data, resume)
+    finally:
+        distributed.teardown(info)
+
+
+def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
+    out = Path(cfg.out_dir)
+    ckpt_dir = out / CKPT_DIR
+    torch.manual_seed(seeded(cfg.seed, 5, info.rank).initial_seed())  # drop path: per-rank stream
+    if train_data is None:
+        train_data, built_val = build_sources(cfg)
+        val_data = val_data if val_data is not None else built_val
+    if len(train_data) == 0:
+        raise ConfigError("the training data has no clips")
+    classes = list(train_data.classes)
+    model = build_model(cfg, len(classes))
+    objective = build_objective(cfg, model)
+    learner = Learner(model, objective).to(info.device)
+    depth = model.config.depth
+    groups = param_groups({"model": model, "objective": objective}, depth, cfg.optim.weight_decay,
+                          cfg.optim.layer_decay, model.no_weight_decay())
+    optimizer = build_optimizer(groups, cfg.optim.lr, tuple(cfg.optim.betas), cfg.optim.eps)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    grids = training_grids(cfg, model.patch_size)
+    accum = cfg.optim.accum_steps
+    plan = BatchPlan(len(train_data), cfg.data.batch_size, grids, cfg.seed, info.rank, info.world)
+
+    start, counters, history = 0, {"skipped_steps": 0, "broken_clips": 0}, []
+    resume_from = _resume_path(resume, ckpt_dir)
+    if resume_from is not None:
+        state = checkpointing.load_training_state(resume_from)
+        if state.get("plan") != plan.state_dict():
+            raise CheckpointError(f"{resume_from}: was written by a run with other data, grids, seed or batch")
+        learner.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        checkpointing.set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
+        start, counters, history = int(state["step"]), dict(state["counters"]), list(state.get("history", []))
+        log.info("resumed from %s at step %d", resume_from, start)
+
+    writer = None
+    if info.is_main:
+        save_config(cfg, out / CONFIG_NAME)
+        writer = MetricsWriter(out / METRICS_NAME, out / "tensorboard" if cfg.tensorboard else None)
+    net: torch.nn.Module = learner
+    if info.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            learner, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=True,  # single-budget objectives leave the other heads unused
+        )
+    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    eval_grid, eval_budgets = eval_setup(cfg, model)
+    bar = _progress(cfg.progress, cfg.steps, start) if info.is_main else None
+    loader = iter(batch_loader(train_data, plan, start * accum, cfg.steps * accum, cfg.data.workers))
+    num_classes = model.num_classes
+    bad_in_row = 0
+    last: dict = {}
+    learner.train()
+    try:
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            lr = cosine_lr(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps,
+                           cfg.optim.warmup_lr)
+            apply_lr(optimizer, lr)
+            sums: dict[str, float] = {}
+            finite = True
+            clips = 0
+            for micro in range(accum):
+                batch = next(loader)
+                counters["broken_clips"] += batch.skipped
+                video = batch.video.to(info.device, non_blocking=True)
+                target = batch.labels.to(info.device)
+                if cfg.optim.mixup > 0 or cfg.optim.cutmix > 0:
+                    gen = seeded(cfg.seed, 4, step * accum + micro, info.rank)
+                    video, target = mix_batch(video.cpu(), target.cpu(), num_classes, gen, cfg.optim.mixup,
+                                              cfg.optim.cutmix, cfg.optim.mixup_prob, cfg.optim.mixup_switch_prob,
+                                              cfg.optim.label_smoothing)
+                    video, target = video.to(info.device), target.to(info.device)
+                sync = contextlib.nullcontext()
+                if info.distributed and micro < accum - 1:
+                    sync = net.no_sync()  # reduce gradients once, on the last micro-batch
+                with sync:
+                    with torch.autocast(info.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                        losses = net(video, target)
+                    # Backward even a non-finite loss, so that every rank joins the gradient
+                    # reduction; the step is dropped below when any rank saw one.
+                    (losses["loss"] / accum).backward()
+                finite &= bool(torch.isfinite(losses["loss"]).item())
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+                clips += video.shape[0]
+            if distributed.any_rank(not finite, info):
+                optimizer.zero_grad(set_to_none=True)
+                counters["skipped_steps"] += 1
+                bad_in_row += 1
+                log.warning("step %d: non-finite loss, step skipped (%d in a row)", step + 1, bad_in_row)
+                if bad_in_row >= cfg.max_bad_steps:
+                    raise TrainingError(f"stopped at step {step + 1}: {bad_in_row} non-finite losses in a row "
+                                        f"(lower optim.lr or check the data)")
+            else:
+                bad_in_row = 0
+                grad_norm = None
+                if cfg.optim.clip_grad:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(learner.parameters(), cfg.optim.clip_grad))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(model)
+                if grad_norm is not None:
+                    sums["grad_norm"] = grad_norm
+            seconds = time.perf_counter() - t0
+            done = step + 1
+            record = _step_record(done, lr, batch.grid, sums, clips * info.world, seconds,
+                                  tokens_per_clip(cfg, model, batch.grid), counters, info)
+            last = record
+            if writer is not None and (done % cfg.log_every == 0 or done == cfg.steps):
+                writer.write(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", grid=str(batch.grid), refresh=False)
+            if val_data is not None and cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
+                history.append(_evaluate(model, val_data, eval_grid, eval_budgets, info, cfg, amp, done, writer))
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                _save_state(cfg, ckpt_dir, done, learner, optimizer, ema, plan, counters, history, info)
+    finally:
+        if bar is not None:
+            bar.close()
+    final: dict = {k: last.get(k) for k in ("loss", "clips_per_s", "tokens_per_s")}
+    final.update(counters)
+    if val_data is not None:
+        record = _evaluate(model, val_data, eval_grid, eval_budgets, info, cfg, amp, cfg.steps, writer)
+        if ema is not None:
+            ema_acc = validate(ema.module, val_data, eval_grid, eval_budgets, info, cfg.data.batch_size,
+                               cfg.eval.max_clips, amp)
+            record.update({f"ema_{k}": v for k, v in ema_acc.items()})
+        history.append(record)
+        final.update({k: v for k, v in record.items() if k != "step"})
+    model_path = ema_path = None
+    if info.is_main:
+        extra = {"train": {"objective": cfg.objective.name, "steps": cfg.steps, "metrics": final}}
+        model_path = save_checkpoint(model, out / MODEL_NAME, classes=classes, extra=extra)
+        if ema is not None:
+            ema.module.name = model.name
+            ema_path = save_checkpoint(ema.module, out / EMA_NAME, classes=classes, extra=extra)
+        writer.write({"final": True, **final})
+        writer.close()
+    distributed.barrier(info)
+    return TrainResult(out, model_path, ema_path, cfg.steps, final, history)
+
+
+def _resume_path(resume: bool | str | Path, ckpt_dir: Path) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        return checkpointing.latest_checkpoint(ckpt_dir)
+    path = Path(resume)
+    if path.is_dir():
+        found = checkpointing.latest_checkpoint(path / CKPT_DIR) or checkpointing.latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"{path}: holds no training checkpoint")
+        return found
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such training checkpoint")
+    return path
+
+
+def _step_record(step, lr, grid, losses, clips, seconds, tokens, counters, info) -> dict:
+    losses = distributed.mean_over_ranks(losses, info)
+    return {
+        "step": step,
+        "lr": lr,
+        **{k: round(v, 6) if math.isfinite(v) else v for k, v in losses.items()},
+        "grid": str(grid),
+        "tokens_per_clip": tokens,
+        "clips_per_s": clips / seconds,
+        "tokens_per_s": clips * tokens / seconds,
+        "seconds": seconds,
+        **counters,
+    }
+
+
+def _evaluate(model, val_data, grid, budgets, info, cfg, amp, step, writer) -> dict:
+    acc = validate(model, val_data, grid, budgets, info, cfg.data.batch_size, cfg.eval.max_clips, amp)
+    record = {"step": step, "eval_grid": str(grid), **acc}
+    log.info("step %d: %s", step, "  ".join(f"{k} {v:.1f}" for k, v in acc.items()))
+    if writer is not None:
+        writer.write(record)
+    return record
+
+
+def _save_state(cfg, ckpt_dir, step, learner, optimizer, ema, plan, counters, history, info) -> None:
+    """Write the training checkpoint of ``step`` (rank 0), with every rank's RNG state."""
+    rng = checkpointing.rng_state()
+    if info.distributed:
+        import torch.distributed as dist
+
+        gathered: list = [None] * info.world
+        dist.all_gather_object(gathered, rng)
+        rng_all = gathered
+    else:
+        rng_all = [rng]
+    if info.is_main:
+        state = {
+            "step": step,
+            "model": learner.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "plan": plan.state_dict(),
+            "rng": rng_all,
+            "counters": dict(counters),
+            "history": history,
+            "config": cfg.to_dict(),
+        }
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        path = checkpointing.save_training_state(state, ckpt_dir, step, cfg.keep_last)
+        log.debug("saved %s", path)
+    distributed.barrier(info)

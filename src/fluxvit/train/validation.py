@@ -1,0 +1,50 @@
+"""Single-view validation during training: accuracy at one grid and budget per head."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from fluxvit.flux.grid import Grid
+from fluxvit.models.fluxvit import FluxViT
+from fluxvit.train.data import ClipSource
+from fluxvit.train.distributed import DistInfo
+
+
+@torch.no_grad()
+def validate(
+    model: FluxViT,
+    source: ClipSource,
+    grid: Grid,
+    budgets: list[int | None],
+    info: DistInfo,
+    batch_size: int = 16,
+    max_clips: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Top-1 accuracy (%) of ``model`` on ``source`` (central view on ``grid``), one entry
+    ``acc@N`` per budget N (``None``: every token; head nearest N). Ranks split the clips and
+    the counts are summed, so every rank returns the same numbers."""
+    was_training = model.training
+    model.eval()
+    count = min(len(source), max_clips) if max_clips else len(source)
+    mine = list(range(info.rank, count, info.world))
+    correct = torch.zeros(len(budgets), dtype=torch.float64)
+    for start in range(0, len(mine), batch_size):
+        clips = [source.clip(i, grid, None, train=False) for i in mine[start:start + batch_size]]
+        video = torch.stack([c[0] for c in clips]).to(info.device)
+        labels = torch.tensor([c[1] for c in clips], device=info.device)
+        with torch.autocast(info.device.type, dtype=autocast_dtype or torch.bfloat16,
+                            enabled=autocast_dtype is not None):
+            for j, budget in enumerate(budgets):
+                logits = model(video, num_tokens=budget)
+                correct[j] += (logits.argmax(-1) == labels).sum().item()
+    total = torch.tensor([float(len(mine))], dtype=torch.float64)
+    if info.distributed:
+        both = torch.cat([correct, total]).to(info.device)
+        dist.all_reduce(both)
+        correct, total = both[:-1].cpu(), both[-1:].cpu()
+    model.train(was_training)
+    n = max(float(total.item()), 1.0)
+    return {f"acc@{b if b is not None else grid.num_patches(model.patch_size)}": 100.0 * float(c) / n
+            for b, c in zip(budgets, correct.tolist())}
