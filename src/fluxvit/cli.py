@@ -126,6 +126,175 @@ def _add_train(sub) -> None:
                    help="continue from the newest checkpoint in OUT_DIR/checkpoints, or from CKPT")
 
 
+# ----------------------------------------------------------------------------- eval / optimize / predict
+def _load_model(path: str):
+    from fluxvit.models import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def _budget_grid(model, budget: int | None, grid: str | None, latency_ms: float | None = None):
+    """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
+    model's default grid; --latency-ms picks the largest budget that fits this machine."""
+    from fluxvit.evaluate.runner import default_grid
+    from fluxvit.flux.grid import Grid
+
+    if latency_ms is not None:
+        from fluxvit.evaluate.latency import budget_for_latency
+
+        if budget is not None:
+            raise ConfigError("give --budget or --latency-ms, not both")
+        budget = budget_for_latency(model, default_grid(model, None), latency_ms)
+        logging.getLogger("fluxvit").info("latency %.1f ms -> budget %d tokens", latency_ms, budget)
+    g = Grid.parse(grid, budget=budget) if grid else default_grid(model, budget)
+    g.num_tokens(model.patch_size)  # checks the patch size and that the budget fits
+    return g
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fluxvit.data.annotations import read_annotations
+    from fluxvit.evaluate.runner import Views, evaluate, extract_features
+
+    model = _load_model(args.checkpoint)
+    grid = _budget_grid(model, args.budget, args.grid, args.latency_ms)
+    views = Views.parse(args.views)
+    ann = read_annotations(args.data, args.data_root)
+    res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
+                   progress=sys.stderr.isatty())
+    if args.save_features:
+        out = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers)
+        res["features"] = str(out)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{args.data}: {res['videos']} videos x {res['views_per_video']} views at {res['grid']}, "
+              f"{res['budget']} tokens: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+              f"{res['gflops']:.2f} GFLOPs/view  {res['ms_per_view']:.1f} ms/view")
+        if args.per_class:
+            names = model.class_names or [str(i) for i in range(model.num_classes)]
+            for name, acc in zip(names, res["per_class"]):
+                print(f"  {name:>24}: {'-' if acc is None else f'{acc:.1f}%'}")
+    for line in res["broken_videos"]:
+        print(f"skipped broken video: {line}", file=sys.stderr)
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from fluxvit.data.annotations import read_annotations
+    from fluxvit.evaluate.runner import Views
+    from fluxvit.evaluate.token_optimization import SearchSpace
+    from fluxvit.evaluate.workflow import token_optimization_report
+
+    model = _load_model(args.checkpoint)
+    budgets = _int_list(args.budgets, "--budgets")
+    space = SearchSpace(frames=tuple(_int_list(args.frames, "--frames")),
+                        sizes=tuple(_int_list(args.sizes, "--sizes")), max_factor=args.max_factor)
+    ann = read_annotations(args.data, args.data_root)
+    report = token_optimization_report(
+        model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
+        out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
+        workers=args.workers,
+    )
+    print(report.table)
+    print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fluxvit.errors import VideoError
+    from fluxvit.evaluate.predict import predict_video, show_tokens
+    from fluxvit.evaluate.runner import Views
+
+    model = _load_model(args.checkpoint)
+    grid = _budget_grid(model, args.budget, args.grid, args.latency_ms)
+    views = Views.parse(args.views)
+    failed = 0
+    for i, path in enumerate(args.videos):
+        try:
+            pred = predict_video(model, path, grid, views, args.topk)
+            if args.show_tokens:
+                out = args.show_tokens if len(args.videos) == 1 else _numbered(args.show_tokens, i)
+                show_tokens(model, path, grid, out)
+        except VideoError as e:
+            failed += 1
+            print(f"fluxvit predict: error: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(pred.to_dict()))
+        else:
+            tops = ", ".join(f"{name} {p:.1%}" for name, p in pred.top)
+            print(f"{path}: {tops}")
+    return EXIT_USER_ERROR if failed else 0
+
+
+def _numbered(path: str, i: int) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{i:03d}{p.suffix or '.png'}"))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} {text!r} needs positive integers")
+    return values
+
+
+def _add_eval_commands(sub) -> None:
+    def common(p, with_data: bool = True) -> None:
+        p.add_argument("--checkpoint", required=True, help="a fluxvit checkpoint (.safetensors or directory)")
+        if with_data:
+            p.add_argument("--data", required=True, help="annotation file: `relative/path.mp4 label` per line")
+            p.add_argument("--data-root", default=None, help="folder the CSV's paths are relative to")
+            p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+
+    def sampling(p) -> None:
+        p.add_argument("--budget", type=int, default=None, help="tokens kept (default: all)")
+        p.add_argument("--latency-ms", type=float, default=None,
+                       help="instead of --budget: the largest budget whose forward fits this many ms here")
+        p.add_argument("--grid", default=None, help="sampling grid TxR (default: TO's choice, else the model's)")
+
+    p = _add(sub, "eval", "multi-view accuracy (top-1/top-5) of a checkpoint at a token budget",
+             "fluxvit eval --checkpoint runs/demo/flux.safetensors --data val.csv --budget 128 --views 2x1",
+             cmd_eval)
+    common(p)
+    sampling(p)
+    p.add_argument("--views", default="4x3", help="CLIPSxCROPS test views per video (default 4x3)")
+    p.add_argument("--head", type=int, default=None, help="head index (default: nearest budget)")
+    p.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
+    p.add_argument("--save-features", default=None, help="write pooled clip embeddings to this .safetensors")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = _add(sub, "optimize", "Token Optimization: the best sampling grid for each token budget",
+             "fluxvit optimize --checkpoint runs/demo/flux.safetensors --data val.csv --budgets 64,128,256",
+             cmd_optimize)
+    common(p)
+    p.add_argument("--budgets", required=True, help="comma-separated token budgets")
+    p.add_argument("--frames", default="2,4,6,8,12,16", help="candidate frame counts")
+    p.add_argument("--sizes", default="56,70,84,98,112,140,168,224", help="candidate resolutions (multiples of 14)")
+    p.add_argument("--max-factor", type=float, default=8.0, help="skip grids with more than this x budget patches")
+    p.add_argument("--views", default="1x1", help="CLIPSxCROPS views while searching (default 1x1)")
+    p.add_argument("--subset", type=float, default=0.3, help="fraction of videos for the first pass")
+    p.add_argument("--refine", type=int, default=3, help="best candidates re-scored on all videos")
+    p.add_argument("--out", default="runs/optimize", help="folder for report.md and the plot")
+    p.add_argument("--save-to", default=None, help="checkpoint to store the choices in (default: --checkpoint)")
+
+    p = _add(sub, "predict", "classify videos: top-k class names with probabilities",
+             "fluxvit predict clip.mp4 --checkpoint runs/demo/flux.safetensors --budget 128 --show-tokens t.png",
+             cmd_predict)
+    p.add_argument("videos", nargs="+", help="video files")
+    common(p, with_data=False)
+    sampling(p)
+    p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video (default 1x1)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="one JSON object per video")
+    p.add_argument("--show-tokens", default=None, help="PNG of the kept (bright) and dropped (dim) tokens")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fluxvit",
@@ -152,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
 
     _add_synth(sub)
+
+    _add_eval_commands(sub)
     _add_train(sub)
     return parser
 

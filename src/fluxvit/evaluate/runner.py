@@ -1,0 +1,208 @@
+"""Running a model over videos: multi-view evaluation, Token Optimization scoring, clip features.
+
+One loop (:func:`run_views`) serves all of them: it reads every video's views at a grid, runs
+the model at a budget, and hands each batch's logits and clip embeddings to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from fluxvit.data.annotations import Annotations, read_annotations
+from fluxvit.data.datasets import CountBroken, SkipBroken, VideoViewDataset, collate_clips
+from fluxvit.data.transforms import EvalTransform
+from fluxvit.errors import ConfigError
+from fluxvit.evaluate.metrics import ViewAccumulator
+from fluxvit.evaluate.token_optimization import ScoreFn, stored_grid
+from fluxvit.flux.grid import Grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Views:
+    """Test views per video: ``clips`` temporal clips x ``crops`` spatial crops."""
+
+    clips: int = 1
+    crops: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Views:
+        try:
+            clips, crops = (int(v) for v in str(text).lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"views {text!r} is not CLIPSxCROPS (e.g. 4x3)") from None
+        if clips < 1 or crops not in (1, 2, 3):
+            raise ConfigError(f"views {text!r}: need clips >= 1 and 1 to 3 crops")
+        return cls(clips, crops)
+
+    def __str__(self) -> str:
+        return f"{self.clips}x{self.crops}"
+
+
+def default_grid(model, budget: int | None) -> Grid:
+    """The grid to sample for ``budget``: Token Optimization's stored choice, else the model's
+    default grid (selection cuts it to the budget)."""
+    chosen = stored_grid(getattr(model, "checkpoint_meta", None), budget) if budget else None
+    if chosen is not None:
+        return chosen
+    t, r = model.config.default_grid
+    return Grid(t, r, budget=budget)
+
+
+def check_labels(model, annotations: Annotations) -> None:
+    """A CSV whose labels exceed the model's classes is a user error, said before any work."""
+    top = max(r.label for r in annotations.records)
+    if top >= model.num_classes:
+        raise ConfigError(
+            f"{annotations.csv}: label {top} is outside the model's {model.num_classes} classes"
+        )
+
+
+def view_loader(
+    annotations: Annotations, grid: Grid, views: Views = Views(), workers: int = 0,
+    indices: Sequence[int] | None = None,
+) -> CountBroken:
+    """Batches of one video each, (1, V, 3, T, R, R), broken videos skipped and counted."""
+    dataset = SkipBroken(VideoViewDataset(annotations, grid.with_budget(None), num_clips=views.clips,
+                                          transform=EvalTransform(num_crops=views.crops)))
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
+    loader = DataLoader(dataset, batch_size=1, collate_fn=collate_clips, num_workers=workers)
+    return CountBroken(loader, name=str(annotations.csv))
+
+
+@dataclass
+class RunStats:
+    views: int = 0
+    seconds: float = 0.0
+    broken: list[str] = field(default_factory=list)
+
+
+def run_views(
+    model, loader: CountBroken, budget: int | None, head: int | None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
+    device: torch.device | None = None, progress: bool = False, desc: str = "eval",
+) -> RunStats:
+    """Run ``model`` over every view of every video. ``on_batch(logits (V, K), embeddings (V, D),
+    labels (V,), video_ids (V,))`` receives each video's views."""
+    device = device or next(model.parameters()).device
+    stats = RunStats()
+    model.eval()
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc=desc, unit="video", leave=False)
+    with torch.no_grad():
+        for batch in iterator:
+            video = batch.video.flatten(0, 1).to(device)  # (B*V, 3, T, R, R)
+            per_video = batch.video.shape[1]
+            labels = batch.label.repeat_interleave(per_video)
+            ids = batch.index.repeat_interleave(per_video)
+            start = time.perf_counter()
+            h = model.resolve_head(video, budget, head)
+            emb = model.forward_features(video, num_tokens=budget, head=h)
+            logits = model.forward_head(emb, h)
+            stats.seconds += time.perf_counter() - start
+            stats.views += video.shape[0]
+            on_batch(logits, emb, labels, ids)
+    stats.broken = list(loader.skipped)
+    return stats
+
+
+def evaluate(
+    model, annotations: Annotations, grid: Grid, views: Views = Views(), head: int | None = None,
+    per_class: bool = False, workers: int = 0, progress: bool = False,
+    indices: Sequence[int] | None = None,
+) -> dict:
+    """Multi-view accuracy of ``model`` at ``grid`` (its budget, if any, selects tokens).
+
+    Returns top1/top5 (%), videos, views, broken (count and messages), GFLOPs per view (the
+    paper's count and the whole forward), and measured ms per view.
+    """
+    check_labels(model, annotations)
+    grid.check_patch(model.patch_size)
+    budget = grid.num_tokens(model.patch_size) if grid.budget else None
+    acc = ViewAccumulator(model.num_classes)
+    loader = view_loader(annotations, grid, views, workers, indices)
+    stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
+                      progress=progress, desc=f"eval {grid}")
+    flops = model.estimate_flops(grid)
+    out = acc.result(per_class=per_class)
+    out.update(
+        grid=f"{grid.frames}x{grid.height}x{grid.width}", budget=budget or grid.num_patches(model.patch_size),
+        views_per_video=str(views), gflops=flops.paper / 1e9, gflops_total=flops.total / 1e9,
+        ms_per_view=1e3 * stats.seconds / max(stats.views, 1), broken=len(stats.broken),
+        broken_videos=stats.broken,
+    )
+    return out
+
+
+def subset_indices(n: int, fraction: float) -> list[int]:
+    """A deterministic, evenly spread subset of ``n`` videos (at least 1)."""
+    k = max(1, min(n, round(n * fraction)))
+    return sorted({int(i * n / k) for i in range(k)})
+
+
+def token_optimization_scorer(
+    model, annotations: Annotations, views: Views = Views(), subset: float = 0.3, workers: int = 0,
+    progress: bool = False,
+) -> ScoreFn:
+    """``score(grid, on_subset)``: top-1 at ``grid`` on an even subset or the whole split."""
+    picked = subset_indices(len(annotations), subset)
+
+    def score(grid: Grid, on_subset: bool) -> float:
+        res = evaluate(model, annotations, grid, views, workers=workers, progress=progress,
+                       indices=picked if on_subset else None)
+        return res["top1"]
+
+    return score
+
+
+def extract_features(
+    model, csv: str | os.PathLike, out: str | os.PathLike, grid: Grid | None = None, views: Views = Views(),
+    data_root: str | os.PathLike | None = None, workers: int = 0, progress: bool = False,
+) -> Path:
+    """Pooled clip embeddings (mean over views) of every readable video in ``csv`` -> a
+    safetensors file with ``features`` (V, D), ``labels`` (V,) and ``index`` (V,) (the CSV row of
+    each video; broken ones are absent, and named in the file's metadata)."""
+    from safetensors.torch import save_file
+
+    annotations = read_annotations(csv, data_root)
+    grid = grid or default_grid(model, None)
+    budget = grid.num_tokens(model.patch_size) if grid.budget else None
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    labels: dict[int, int] = {}
+
+    def keep(_logits, emb, y, ids):
+        for e, label, vid in zip(emb.float().cpu(), y.tolist(), ids.tolist()):
+            sums[vid] = sums.get(vid, 0) + e
+            counts[vid] = counts.get(vid, 0) + 1
+            labels[vid] = label
+
+    loader = view_loader(annotations, grid, views, workers)
+    stats = run_views(model, loader, budget, None, keep, progress=progress, desc="features")
+    order = sorted(sums)
+    if not order:
+        raise ConfigError(f"{csv}: no video could be read, no features written")
+    tensors = {
+        "features": torch.stack([sums[i] / counts[i] for i in order]),
+        "labels": torch.tensor([labels[i] for i in order]),
+        "index": torch.tensor(order),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(stats.broken)})
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,93 @@
+"""The Token Optimization workflow: search every budget, compare with the usual ways of meeting
+it, store the choices with the checkpoint, and write the table and the plot."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fluxvit.data.annotations import Annotations
+from fluxvit.evaluate.report import markdown_table, plot_accuracy_vs_gflops
+from fluxvit.evaluate.runner import Views, default_grid, evaluate, token_optimization_scorer
+from fluxvit.evaluate.token_optimization import (
+    BudgetChoice,
+    SearchSpace,
+    choices_metadata,
+    optimize_budget,
+    plain_grids,
+)
+from fluxvit.flux.grid import Grid
+from fluxvit.models.checkpoint import save_checkpoint
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "fewer_frames": "fewer frames",
+    "lower_resolution": "lower resolution",
+    "selection": "selection from the default grid",
+    "to": "Token Optimization",
+}
+COLUMNS = [("budget", "tokens"), ("gflops", "GFLOPs"), ("fewer_frames", "fewer frames"),
+           ("lower_resolution", "lower res."), ("selection", "selection"), ("to", "TO"), ("to_grid", "TO grid")]
+
+
+@dataclass
+class TOReport:
+    rows: list[dict]
+    choices: dict[int, BudgetChoice]
+    table: str
+    markdown: Path
+    plot: Path
+    checkpoint: Path | None
+
+
+def compare_budget(model, annotations: Annotations, budget: int, choice: BudgetChoice, views: Views,
+                   workers: int = 0) -> dict:
+    """One table row: top-1 of each way of meeting ``budget`` and their GFLOPs (paper count)."""
+    base = Grid(*model.config.default_grid)
+    row: dict = {"budget": budget, "gflops": model.estimate_flops(budget).paper / 1e9}
+    for name, g in plain_grids(budget, base, model.patch_size).items():
+        res = evaluate(model, annotations, g, views, workers=workers)
+        row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = res["top1"], res["gflops"], str(g)
+    row["selection"] = evaluate(model, annotations, base.with_budget(budget), views, workers=workers)["top1"]
+    row["to"], row["to_grid"] = choice.accuracy, str(choice.best.with_budget(None))
+    return row
+
+
+def token_optimization_report(
+    model, annotations: Annotations, budgets: list[int], space: SearchSpace = SearchSpace(),
+    views: Views = Views(), subset: float = 0.3, refine_top: int = 3, out_dir: str | os.PathLike = "runs/optimize",
+    save_to: str | os.PathLike | None = None, progress: bool = False, workers: int = 0,
+) -> TOReport:
+    """Search each budget, compare it, store the choices in ``save_to`` (a fluxvit checkpoint)."""
+    score = token_optimization_scorer(model, annotations, views, subset, workers, progress)
+    choices, rows = {}, []
+    for budget in budgets:
+        choice = optimize_budget(budget, space.candidates(budget, model.patch_size), score, refine_top,
+                                 model.patch_size)
+        choices[budget] = choice
+        rows.append(compare_budget(model, annotations, budget, choice, views, workers))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows, COLUMNS)
+    series = {METHODS[m]: [(r.get(f"{m}_gflops", r["gflops"]), r.get(m)) for r in rows] for m in METHODS}
+    plot = plot_accuracy_vs_gflops(series, out / "token_optimization.png",
+                                   title=f"{model.name}: accuracy vs compute ({annotations.csv.name})")
+    md = out / "report.md"
+    md.write_text(f"# Token Optimization\n\nCheckpoint model: `{model.name}`; data: `{annotations.csv}`; "
+                  f"views {views}.\n\n{table}\n\n![accuracy vs GFLOPs](token_optimization.png)\n")
+    saved = None
+    if save_to is not None:
+        if Path(save_to).suffix == ".safetensors" or Path(save_to).is_dir():
+            meta = choices_metadata(choices, getattr(model, "checkpoint_meta", None))
+            model.checkpoint_meta = {**getattr(model, "checkpoint_meta", {}), **meta}
+            saved = save_checkpoint(model, save_to)
+            log.info("stored Token Optimization choices in %s", saved)
+        else:
+            log.warning("%s is not a fluxvit checkpoint: choices not stored (convert it first)", save_to)
+    return TOReport(rows, choices, table, md, plot, saved)
+
+
+__all__ = ["token_optimization_report", "compare_budget", "TOReport", "default_grid"]

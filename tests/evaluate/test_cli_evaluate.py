@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fluxvit
+from fluxvit.cli import main as cli
+from fluxvit.data.synthetic import make_synthetic_dataset
+
+CLASSES = ["slide_left", "slide_right", "grow", "stripes_h"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalcli")
+    data = make_synthetic_dataset(root / "data", classes=CLASSES, per_class=4, size=56, frames=8, seed=1,
+                                  val_fraction=0.5, workers=1)
+    torch.manual_seed(0)
+    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=4, depth=2, default_grid=(4, 56))
+    ckpt = fluxvit.save_checkpoint(model, root / "nano.safetensors", classes=CLASSES)
+    return root, data, ckpt
+
+
+def _json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_eval_reports_multiview_accuracy_flops_and_latency(setup, capsys):
+    _, data, ckpt = setup
+    assert cli(["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--budget", "20",
+                "--views", "2x3", "--json", "--per-class"]) == 0
+    (res,) = _json_lines(capsys.readouterr().out)
+    assert res["videos"] == 8 and res["views"] == 8 * 6 and res["broken"] == 0
+    assert 0 <= res["top1"] <= res["top5"] <= 100 and res["top5"] == 100.0  # 4 classes: top-5 covers all
+    assert res["budget"] == 20 and res["grid"] == "4x56x56" and len(res["per_class"]) == 4
+    assert res["gflops"] > 0 and res["ms_per_view"] > 0
+
+
+def test_eval_skips_and_counts_broken_videos(setup, tmp_path, capsys):
+    _, data, ckpt = setup
+    lines = data.val_csv.read_text().splitlines()
+    (data.val_csv.parent / "garbage.mp4").write_bytes(b"not a video at all" * 10)
+    bad = tmp_path / "val_broken.csv"
+    bad.write_text("\n".join(lines + ["missing.mp4 0", "garbage.mp4 1"]) + "\n")
+    assert cli(["eval", "--checkpoint", str(ckpt), "--data", str(bad), "--data-root", str(data.val_csv.parent),
+                "--views", "1x1", "--json"]) == 0
+    out = capsys.readouterr()
+    (res,) = _json_lines(out.out)
+    assert res["videos"] == 8 and res["broken"] == 2
+    assert "missing.mp4" in out.err and "garbage.mp4" in out.err
+
+
+def test_eval_refuses_labels_beyond_the_head(setup, tmp_path, capsys):
+    _, data, ckpt = setup
+    bad = tmp_path / "bad.csv"
+    first = data.val_csv.read_text().splitlines()[0].rsplit(" ", 1)[0]
+    bad.write_text(f"{first} 7\n")
+    assert cli(["eval", "--checkpoint", str(ckpt), "--data", str(bad), "--data-root",
+                str(data.val_csv.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "label 7 is outside the model's 4 classes" in err and "Traceback" not in err
+
+
+def test_optimize_stores_choices_used_by_eval_and_predict(setup, capsys):
+    root, data, ckpt = setup
+    work = root / "opt.safetensors"
+    work.write_bytes(ckpt.read_bytes())
+    assert cli(["optimize", "--checkpoint", str(work), "--data", str(data.val_csv), "--budgets", "16,32",
+                "--frames", "2,4,8", "--sizes", "28,56", "--max-factor", "4", "--out", str(root / "opt")]) == 0
+    out = capsys.readouterr().out
+    assert "| tokens |" in out and (root / "opt" / "report.md").is_file()
+    assert (root / "opt" / "token_optimization.png").read_bytes()[:4] == b"\x89PNG"
+    model = fluxvit.load_checkpoint(work)
+    stored = model.checkpoint_meta["token_optimization"]
+    assert set(stored) == {"16", "32"}
+    assert cli(["eval", "--checkpoint", str(work), "--data", str(data.val_csv), "--budget", "16",
+                "--views", "1x1", "--json"]) == 0
+    (res,) = _json_lines(capsys.readouterr().out)
+    assert res["grid"] == stored["16"]["grid"] and res["budget"] == 16
+
+
+def test_predict_prints_labels_draws_tokens_and_reports_broken(setup, tmp_path, capsys):
+    root, data, ckpt = setup
+    video = sorted((data.val_csv.parent / "val").rglob("*.mp4"))[0]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(video.read_bytes()[:300])
+    png = tmp_path / "tokens.png"
+    code = cli(["predict", str(video), str(broken), "--checkpoint", str(ckpt), "--budget", "12",
+                "--topk", "2", "--json", "--show-tokens", str(png)])
+    out = capsys.readouterr()
+    assert code == 2  # one video failed
+    (pred,) = _json_lines(out.out)
+    assert pred["video"] == str(video) and len(pred["top"]) == 2 and pred["top"][0]["label"] in CLASSES
+    assert abs(sum(t["prob"] for t in pred["top"])) <= 1.0 + 1e-6
+    assert "broken.mp4" in out.err and out.err.count("\n") == 1
+    assert (tmp_path / "tokens_000.png").is_file() and not (tmp_path / "tokens_001.png").exists()
+
+
+def test_features_are_written_per_video(setup, tmp_path, capsys):
+    _, data, ckpt = setup
+    feats = tmp_path / "f.safetensors"
+    assert cli(["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--views", "1x1",
+                "--save-features", str(feats), "--json"]) == 0
+    t = load_file(str(feats))
+    assert t["features"].shape == (8, 192) and t["labels"].shape == (8,) and t["index"].tolist() == list(range(8))
