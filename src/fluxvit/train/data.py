@@ -199,7 +199,9 @@ class PlannedBatches(torch.utils.data.Dataset):
         grid = plan.grid(micro_step)
         videos, labels, skipped = [], [], 0
         for slot, index in enumerate(plan.indices(micro_step)):
-            gen = seeded(plan.seed, 3, micro_step, plan.rank, slot)
+            # Seeded by the position in the *global* batch: the same global batch gets the
+            # same crops and flips on any number of ranks.
+            gen = seeded(plan.seed, 3, micro_step, plan.rank * plan.batch_size + slot)
             for _ in range(_MAX_REPLACEMENTS):
                 try:
                     video, label = self.source.clip(index, grid, gen, train=True)

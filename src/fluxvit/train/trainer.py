@@ -57,6 +57,7 @@ class TrainResult:
     steps: int
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)  # every validation record
+    model: FluxViT | None = field(default=None, repr=False)  # the trained student, in memory
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -327,7 +328,7 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
         writer.write({"final": True, **final})
         writer.close()
     distributed.barrier(info)
-    return TrainResult(out, model_path, ema_path, cfg.steps, final, history)
+    return TrainResult(out, model_path, ema_path, cfg.steps, final, history, model)
 
 
 def _resume_path(resume: bool | str | Path, ckpt_dir: Path) -> Path | None:
