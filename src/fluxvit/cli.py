@@ -295,6 +295,30 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--show-tokens", default=None, help="PNG of the kept (bright) and dropped (dim) tokens")
 
 
+# ----------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fluxvit.demo import DemoSettings, run_demo
+
+    settings = DemoSettings.quick(args.out or "runs/demo-quick", args.seed) if args.quick else \
+        DemoSettings(out=args.out or "runs/demo", seed=args.seed)
+    if args.steps:
+        settings.steps = args.steps
+    result = run_demo(settings)
+    print(result.table)
+    print(f"\nwrote {result.report}, {result.plot} and checkpoints "
+          f"{', '.join(str(p) for p in result.checkpoints.values())} in {result.seconds / 60:.1f} min")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = _add(sub, "demo", "the main job: synthetic benchmark, fixed-grid vs Flux training, Token Optimization, "
+             "accuracy/GFLOPs/latency table, plot and report", "fluxvit demo --quick", cmd_demo)
+    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick)")
+    p.add_argument("--quick", action="store_true", help="about 2 minutes: less data, fewer steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (override)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fluxvit",
@@ -320,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="default: read from the checkpoint")
     p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
 
+    _add_demo(sub)
     _add_synth(sub)
-
     _add_eval_commands(sub)
     _add_train(sub)
     return parser
