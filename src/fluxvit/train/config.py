@@ -340,5 +340,9 @@ def validate(cfg: TrainConfig) -> None:
         if not obj.teacher:
             raise ConfigError("objective 'distill' needs objective.teacher (a registered model name)")
         model_config(obj.teacher)  # unknown names fail here
+        if not obj.teacher_checkpoint:
+            raise ConfigError("objective 'distill' needs objective.teacher_checkpoint (the teacher's weights)")
+        if not Path(obj.teacher_checkpoint).exists():
+            raise ConfigError(f"teacher checkpoint {obj.teacher_checkpoint}: no such file")
         if obj.teacher_grid is not None:
             Grid.parse(obj.teacher_grid).check_patch(patch)

@@ -1,0 +1,121 @@
+"""Config errors end in one line before any work; non-finite losses are skipped, then stop the run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fluxvit.errors import ConfigError
+from fluxvit.train import TrainingError, load_config, train
+from fluxvit.train.data import TensorClipSource
+from fluxvit.train.mixup import mix_batch
+from fluxvit.train.optim import cosine_lr, layer_id, param_groups
+
+from .toy import toy_config, toy_source
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_yaml_and_overrides_merge_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 7\noptim:\n  lr: 2.0e-4\nflux:\n  frames: [4, 8, 2]\n")
+    cfg = load_config(path, ["optim.lr=3e-4", "model.drop_path=0.1", "flux.fixed=8x112", "objective.name=fixed"])
+    assert (cfg.steps, cfg.optim.lr, cfg.model.drop_path, cfg.flux.frames) == (7, 3e-4, 0.1, [4, 8, 2])
+    assert cfg.optim.weight_decay == 0.05  # untouched default
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown config key 'optim.lrr'"),
+    ("optim.lr=fast", "'optim.lr' must be a number"),
+    ("steps=1.5", "'steps' must be an integer"),
+    ("objective.budget=99999", "token budget 99999 is larger than any flux grid"),
+    ("flux.sizes=[112,336,20]", "resolution 132 is not a multiple of the patch size 14"),
+    ("eval.grid=8x100", "not a multiple of the patch size 14"),
+    ("objective.name=sideways", "objective.name 'sideways' is not one of"),
+    ("nonsense", "is not of the form key=value"),
+])
+def test_bad_settings_are_one_line_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, ["objective.name=flux", override] if "objective.name" not in override else [override])
+    assert "\n" not in str(info.value)
+
+
+def test_unloadable_teacher_fails_before_any_work(tmp_path):
+    bad = tmp_path / "teacher.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = toy_config(tmp_path / "run", "distill", 5, objective={
+        "name": "distill", "teacher": "fluxvit_nano_patch14", "teacher_checkpoint": str(bad)})
+    with pytest.raises(ConfigError, match="teacher fluxvit_nano_patch14 from .*cannot be loaded"):
+        train(cfg, toy_source(2, 0))
+    with pytest.raises(ConfigError, match="no such file"):
+        cfg["objective"]["teacher_checkpoint"] = str(tmp_path / "missing.pt")
+        train(cfg, toy_source(2, 0))
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"lr": "fast"}}))
+    run = subprocess.run([sys.executable, "-m", "fluxvit", "train", str(path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2
+    expected = "fluxvit train: error: config key 'optim.lr' must be a number, got 'fast'"
+    assert run.stderr.strip().splitlines() == [expected]
+
+
+def test_final_config_is_written_beside_the_run(tmp_path):
+    result = train(toy_config(tmp_path, "fixed", 2), toy_source(2, 0))
+    saved = load_config(result.run_dir / "config.yaml")
+    assert saved.steps == 2 and saved.flux.fixed == "8x56" and saved.out_dir == str(tmp_path)
+
+
+class _Poisoned(TensorClipSource):
+    """Clips that are all NaN while ``poison`` is set (a diverging run in miniature)."""
+
+    def clip(self, index, grid, generator, train):
+        video, label = super().clip(index, grid, generator, train)
+        return (video * float("nan") if self.poison else video), label
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
+    source = _Poisoned(*_parts(toy_source(2, 0)))
+    source.poison = True
+    with pytest.raises(TrainingError, match="stopped at step 3: 3 non-finite losses in a row"):
+        train(toy_config(tmp_path, "fixed", 10, max_bad_steps=3), source)
+    records = [yaml.safe_load(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in records] == [1, 2]
+    assert records[0]["loss"] is None  # NaN is written as null: the file stays JSON
+
+
+def _parts(source):
+    return source.videos, source.labels, source.classes
+
+
+def test_layer_decay_groups_and_schedule():
+    import fluxvit
+
+    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=3)
+    assert [layer_id(n, 6) for n in ("cls_token", "pos_embed.table", "blocks.0.norm1.weight",
+                                     "blocks.5.mlp.fc1.weight", "heads.0.weight")] == [0, 0, 1, 6, 7]
+    groups = param_groups({"model": model}, 6, 0.05, 0.5, model.no_weight_decay())
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["model.blocks.0.attn.qkv.weight"]["lr_scale"] == 0.5 ** 6
+    assert by_name["model.heads.0.weight"]["lr_scale"] == 1.0
+    assert by_name["model.pos_embed.table"]["weight_decay"] == 0.0  # no_weight_decay()
+    assert by_name["model.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
+    assert by_name["model.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # 1-D
+    lrs = [cosine_lr(s, 100, 1e-3, 1e-6, 10, 1e-6) for s in range(100)]
+    assert lrs[0] == 1e-6 and lrs[10] == pytest.approx(1e-3) and lrs[-1] < 1e-5
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11]))
+
+
+def test_mixup_and_cutmix_give_normalised_soft_targets():
+    video = torch.randn(4, 3, 2, 28, 28)
+    target = torch.tensor([0, 1, 2, 3])
+    for mixup, cutmix in ((0.8, 0.0), (0.0, 1.0)):
+        mixed, soft = mix_batch(video, target, 5, torch.Generator().manual_seed(0), mixup, cutmix, smoothing=0.1)
+        assert mixed.shape == video.shape and soft.shape == (4, 5)
+        torch.testing.assert_close(soft.sum(1), torch.ones(4))
+        assert not torch.equal(mixed, video)
