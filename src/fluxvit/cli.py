@@ -370,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"fluxvit {args.command}: error: {e.filename or e}: no such file", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as e:  # no permission, a full disk, ...: the environment's doing, said in one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fluxvit {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"fluxvit {args.command}: interrupted", file=sys.stderr)
         return 130

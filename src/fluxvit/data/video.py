@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import errno
 import logging
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,13 +84,23 @@ class VideoReader(Protocol):
 
 
 def check_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path if it is a non-empty regular file; :class:`VideoError` otherwise."""
+    """``path`` as a Path if it is a non-empty regular file; :class:`VideoError` otherwise.
+
+    Pipes and devices are refused here, before FFmpeg could block on them or read forever."""
     path = Path(path)
-    if not path.exists():
-        raise VideoError(f"{path}: no such video file")
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise VideoError(f"{path}: symbolic link loop") from None
+        if path.is_symlink():
+            raise VideoError(f"{path}: dangling symbolic link to {os.readlink(path)}") from None
+        if exc.errno == errno.ENOENT:
+            raise VideoError(f"{path}: no such video file") from None
+        raise VideoError(f"{path}: cannot access ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
         raise VideoError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
     return path
 
@@ -220,6 +232,7 @@ class PyAVReader:
         try:
             pts: list[int] = []
             key_pts: list[int] = []
+            end = 0  # the latest presentation end (pts + duration) of any packet
             try:
                 for packet in container.demux(stream):
                     # size 0: the demuxer's end-of-stream marker; discard: outside the edit list
@@ -229,22 +242,25 @@ class PyAVReader:
                     if t is None:
                         raise VideoError(f"{path}: packets carry no timestamps; cannot index frames")
                     pts.append(t)
+                    end = max(end, t + (packet.duration or 0))
                     if packet.is_keyframe:
                         key_pts.append(t)
             except av.FFmpegError as exc:
                 raise VideoError(f"{path}: truncated or corrupt after {len(pts)} frames ({_reason(exc)})") from exc
             promised = stream.frames
-            if not pts:
-                raise VideoError(f"{path}: no decodable frames")
             if promised and len(pts) < promised:
                 raise VideoError(
                     f"{path}: truncated or corrupt: the header promises {promised} frames, only {len(pts)} are present"
                 )
+            if not pts:
+                raise VideoError(f"{path}: no decodable frames")
             pts.sort()
             rank = {t: i for i, t in enumerate(pts)}
             keyframes = sorted({rank[t] for t in key_pts}) or [0]
             tb = float(stream.time_base) if stream.time_base else 0.0
             span = (pts[-1] - pts[0]) * tb
+            if not promised:  # no frame count in the header (Matroska, WebM): check the declared duration
+                _check_declared_end(path, stream, max(end, pts[-1]) * tb, span / max(len(pts) - 1, 1))
             # mean frame spacing x frames: the last frame lasts as long as an average one
             duration = span * len(pts) / (len(pts) - 1) if len(pts) > 1 and span > 0 else 0.0
             rate = stream.average_rate or stream.guessed_rate
@@ -318,6 +334,35 @@ class PyAVReader:
                 todo.discard(i)
             if i >= last and not todo:
                 return
+
+
+def _declared_seconds(stream) -> float | None:
+    """How long the container says the video stream lasts, in seconds (None if it does not say).
+
+    Matroska/WebM keep no frame count but FFmpeg's muxer tags each track with ``DURATION``
+    (``HH:MM:SS.fffffffff``); other containers may set the stream's duration."""
+    tag = stream.metadata.get("DURATION")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def _check_declared_end(path: Path, stream, end: float, gap: float) -> None:
+    """Raise if the frames present end well before the declared duration: the tail was cut off
+    (a truncated download). Within two frame intervals is tolerated (rounding, a last frame of
+    unknown length)."""
+    declared = _declared_seconds(stream)
+    if declared and declared - end > max(2 * gap, 0.01):
+        raise VideoError(
+            f"{path}: truncated or corrupt: the header declares {declared:.2f} s of video, "
+            f"frames are present up to {end:.2f} s"
+        )
 
 
 def _reason(exc: BaseException) -> str:

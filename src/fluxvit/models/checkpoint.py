@@ -89,18 +89,22 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def _check_safetensors_header(path: Path) -> None:
     """Validate the header before the library allocates anything: declared sizes and offsets
     must fit the file, not overlap, and match dtype x shape (a forged header is refused)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: truncated safetensors file (no header)")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or n > min(size - 8, 100 * 2**20):
-            raise CheckpointError(f"{path}: safetensors header declares {n} bytes, file has {size}")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            raise CheckpointError(f"{path}: safetensors header is not valid JSON") from None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: truncated safetensors file (no header)")
+            n = int.from_bytes(head, "little")
+            if n <= 0 or n > min(size - 8, 100 * 2**20):
+                raise CheckpointError(f"{path}: safetensors header declares {n} bytes, file has {size}")
+            text = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
+    try:
+        header = json.loads(text)
+    except ValueError:
+        raise CheckpointError(f"{path}: safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header is not a JSON object")
     itemsize = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
