@@ -60,7 +60,7 @@ def read_classes(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names, one a line (line i names label i); blank lines are errors (they would shift ids)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: cannot read class list ({exc})") from exc
     while lines and not lines[-1].strip():
@@ -92,6 +92,8 @@ def parse_line(line: str) -> tuple[str, str]:
     path, label = path.strip(), label.strip()
     if not path or not label:
         raise ValueError("expected 'relative/path.mp4<sep>label' with a space, comma or tab between")
+    if "\0" in path:
+        raise ValueError("the path holds a NUL byte")
     return path, label
 
 
@@ -115,7 +117,7 @@ def read_annotations(
     names = read_classes(classes) if isinstance(classes, (str, os.PathLike)) else classes
     lookup = {name: i for i, name in enumerate(names)} if names else {}
     try:
-        lines = csv.read_text(encoding="utf-8").splitlines()
+        lines = csv.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a byte-order mark (Excel writes one)
     except FileNotFoundError as exc:
         raise AnnotationError(f"{csv}: annotation file not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -149,7 +151,8 @@ def _label(text: str, lookup: dict[str, int], names: tuple[str, ...] | None) -> 
     except ValueError:
         if text in lookup:
             return lookup[text]
-        raise ValueError(f"label {text!r} is not an integer" + (" nor a known class name" if names else "")) from None
+        shown = repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+        raise ValueError(f"label {shown} is not an integer" + (" nor a known class name" if names else "")) from None
     if label < 0 or (names is not None and label >= len(names)):
         bound = f" (classes.txt has {len(names)} classes)" if names is not None else ""
         raise ValueError(f"unknown label id {label}{bound}")

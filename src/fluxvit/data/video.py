@@ -90,6 +90,8 @@ def check_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         st = path.stat()
+    except ValueError:  # a NUL byte: no such path can exist
+        raise VideoError(f"{str(path)!r}: not a valid path (it holds a NUL byte)") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise VideoError(f"{path}: symbolic link loop") from None

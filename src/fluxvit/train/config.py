@@ -10,6 +10,7 @@ the final config beside the run.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -143,6 +144,50 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# ----------------------------------------------------------------------------- reading YAML
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages: YAML aliases can nest a few lines into billions of items."""
+    return _SHORT.repr(value)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only, no tags that build objects) that also refuses a key
+    written twice in one mapping, which PyYAML would silently resolve to the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *base' then overriding a key is YAML's merge, not a duplicate
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key: the base class says what is wrong with it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str) -> Any:
+    """Plain data from YAML ``text``; :class:`ConfigError` (no location) if it cannot be read."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError("not valid YAML (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"not valid YAML ({str(e)[:80]})") from None
+
+
 # ----------------------------------------------------------------------------- merging
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against the type ``hint`` (int -> float allowed); return it coerced."""
@@ -159,27 +204,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {_show(value)}")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be a list, got {_show(value)}")
         return [_coerce(v, item, key) for v in value]
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be true or false, got {_show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be an integer, got {_show(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be a number, got {_show(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be a string, got {_show(value)}")
         return value
     raise ConfigError(f"config key {key!r}: unsupported type {hint}")
 
@@ -194,7 +239,7 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
         full = f"{prefix}{key}"
         if key not in names:
             known = ", ".join(sorted(names))
-            raise ConfigError(f"unknown config key {full!r} (known here: {known})")
+            raise ConfigError(f"unknown config key {_show(full)} (known here: {known})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, f"{full}.")
@@ -211,8 +256,8 @@ def _parse_override(text: str) -> dict:
     if not key:
         raise ConfigError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = _load_yaml(raw) if raw.strip() else None
+    except ConfigError:
         value = raw  # not YAML: take the text as a string
     # YAML 1.1 reads 3e-4 as a string (it wants 3.0e-4); accept the usual float spellings.
     if isinstance(value, str):
@@ -234,14 +279,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = TrainConfig()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"{path}: no such config file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{where} is not valid YAML") from None
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{path}: cannot read config ({reason})") from None
+        try:
+            data = _load_yaml(text) or {}
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
         _merge(cfg, data)
     for text in overrides:
         _merge(cfg, _parse_override(text))
