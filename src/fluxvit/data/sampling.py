@@ -29,9 +29,13 @@ def _check(num_frames: int, t: int) -> None:
 
 
 def segment_indices(num_frames: int, t: int, generator: torch.Generator) -> torch.Tensor:
-    """(t,) int64: one uniformly random frame from each of ``t`` equal segments of the video."""
+    """(t,) int64: one uniformly random frame from each of ``t`` equal segments of the video.
+
+    Segment i holds the whole frames [floor(i n / t), floor((i + 1) n / t)): with real-valued
+    edges a frame cut by an edge would belong to two segments and could be drawn twice, although
+    a video of n >= t frames always has t distinct ones to give."""
     _check(num_frames, t)
-    edges = torch.linspace(0, num_frames, t + 1, dtype=torch.float64)
+    edges = torch.linspace(0, num_frames, t + 1, dtype=torch.float64).floor()
     u = torch.rand(t, generator=generator, dtype=torch.float64)
     return (edges[:-1] + u * (edges[1:] - edges[:-1])).floor().long().clamp_(0, num_frames - 1)
 

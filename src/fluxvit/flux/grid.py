@@ -42,9 +42,13 @@ class Grid:
     @classmethod
     def parse(cls, text: str, budget: int | None = None) -> Grid:
         """Parse ``"8x224"`` (T x R, square) or ``"8x224x320"`` (T x H x W)."""
-        m = _GRID_RE.match(str(text))
+        text = str(text)
+        shown = repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+        m = _GRID_RE.match(text)
         if not m:
-            raise ConfigError(f"grid {text!r} is not of the form TxR or TxHxW (e.g. 8x224)")
+            raise ConfigError(f"grid {shown} is not of the form TxR or TxHxW (e.g. 8x224)")
+        if any(len(g) > 6 for g in m.groups() if g):  # also keeps int() within its digit limit
+            raise ConfigError(f"grid {shown} has a number too large for frames or pixels")
         t, h, w = int(m.group(1)), int(m.group(2)), m.group(3)
         return cls(t, h, int(w) if w else h, budget)
 
