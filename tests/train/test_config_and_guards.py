@@ -36,6 +36,9 @@ def test_defaults_yaml_and_overrides_merge_in_order(tmp_path):
     ("eval.grid=8x100", "not a multiple of the patch size 14"),
     ("objective.name=sideways", "objective.name 'sideways' is not one of"),
     ("nonsense", "is not of the form key=value"),
+    ("data.crop_scale=[0.5,1.5]", "data.crop_scale must be \\[min, max\\] with 0 < min <= max <= 1"),
+    ("data.crop_scale=[0.5]", "data.crop_scale must be"),
+    ("data.crop_ratio=[2,1]", "data.crop_ratio must be \\[min, max\\]"),
 ])
 def test_bad_settings_are_one_line_config_errors(override, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -119,3 +122,19 @@ def test_mixup_and_cutmix_give_normalised_soft_targets():
         assert mixed.shape == video.shape and soft.shape == (4, 5)
         torch.testing.assert_close(soft.sum(1), torch.ones(4))
         assert not torch.equal(mixed, video)
+
+
+def test_crop_settings_reach_the_training_clips():
+    """With whole-frame crops and no flip, a training clip that takes every frame is exactly the
+    evaluation clip; with the release's default crops it is not."""
+    from fluxvit.flux.grid import Grid
+    from fluxvit.train.trainer import build_sources
+
+    common = ["objective.name=flux", "data.train_per_class=1", "data.val_per_class=1", "data.flip=false",
+              "data.classes=[stripes_h]", "data.frames=4", "data.size=56"]
+    grid, gen = Grid(4, 56), torch.Generator().manual_seed(0)
+    whole, _ = build_sources(load_config(None, common + ["data.crop_scale=[1,1]", "data.crop_ratio=[1,1]"]))
+    assert torch.equal(whole.clip(0, grid, gen, train=True)[0], whole.clip(0, grid, gen, train=False)[0])
+    default, _ = build_sources(load_config(None, common))
+    assert default.transform.scale == (0.08, 1.0)
+    assert not torch.equal(default.clip(0, grid, gen, train=True)[0], default.clip(0, grid, gen, train=False)[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from fluxvit.data.transforms import TrainTransform
 from fluxvit.train.data import TensorClipSource
 
 DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) per class: right, left, down, up
@@ -37,7 +38,8 @@ def toy_source(per_class: int, seed: int, size: int = 56, frames: int = 8) -> Te
     for i in range(per_class * len(NAMES)):
         labels.append(i % len(NAMES))
         videos.append(moving_square(labels[-1], g, size, frames))
-    return TensorClipSource(videos, labels, list(NAMES), flip=False)
+    # Mild crops (64-100% of the area): the square must stay in view.
+    return TensorClipSource(videos, labels, list(NAMES), TrainTransform(scale=(0.64, 1.0), ratio=(1.0, 1.0), flip=0.0))
 
 
 def toy_config(out_dir, name: str = "flux", steps: int = 100, **sections) -> dict:

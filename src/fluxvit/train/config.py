@@ -54,6 +54,11 @@ class DataConfig:
     batch_size: int = 8  # clips per rank per micro-step
     workers: int = 0  # DataLoader worker processes
     flip: bool = True  # random horizontal flip (turn off for direction-sensitive classes)
+    # Random resized crop: the fraction of the frame's area and the aspect-ratio range (w/h) of
+    # the box. The defaults are the release's (Kinetics); data whose evidence is small or
+    # pixel-fine wants a narrower range ([1, 1] and [1, 1]: the whole frame, no crop).
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
 
 
 @dataclass
@@ -344,6 +349,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"ema_decay {cfg.ema_decay} is not in (0, 1)")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas must be two numbers, got {cfg.optim.betas}")
+    lo, hi = (cfg.data.crop_scale + [0.0, 0.0])[:2]
+    if len(cfg.data.crop_scale) != 2 or not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.data.crop_scale}")
+    lo, hi = (cfg.data.crop_ratio + [0.0, 0.0])[:2]
+    if len(cfg.data.crop_ratio) != 2 or not 0.0 < lo <= hi:
+        raise ConfigError(f"data.crop_ratio must be [min, max] with 0 < min <= max, got {cfg.data.crop_ratio}")
     for name in ("frames", "sizes"):
         if len(getattr(cfg.flux, name)) != 3:
             raise ConfigError(f"flux.{name} must be [start, stop, step], got {getattr(cfg.flux, name)}")

@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
+from fluxvit.data.sampling import segment_indices, segment_views
+from fluxvit.data.transforms import EvalTransform, TrainTransform
 from fluxvit.errors import VideoError
 from fluxvit.flux.grid import Grid
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_REPLACEMENTS = 16  # broken clips replaced per slot before the batch is given up
 
 
@@ -61,62 +60,42 @@ def seeded(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(_mix_seed(*parts))
 
 
-# ----------------------------------------------------------------------------- frames -> grid
-def frame_indices(num_frames: int, t: int, generator: torch.Generator | None) -> torch.Tensor:
-    """TSN-style segment sampling: ``t`` indices into ``num_frames``, one per equal segment,
-    random within it when ``generator`` is given (training), its centre otherwise (testing)."""
-    edges = torch.linspace(0, num_frames, t + 1, dtype=torch.float64)
-    width = edges[1:] - edges[:-1]
-    offset = torch.rand(t, generator=generator, dtype=torch.float64) if generator is not None else 0.5
-    return (edges[:-1] + width * offset).floor().clamp(0, num_frames - 1).long()
-
-
-def clip_to_grid(
-    frames: torch.Tensor, grid: Grid, generator: torch.Generator | None, flip: bool = False
-) -> torch.Tensor:
-    """uint8 frames (F, H, W, 3) -> normalised float (3, T, Hg, Wg) on ``grid``.
-
-    Training (``generator`` given): segment-random frames, a random square-ish crop of 80-100%
-    of the short side, horizontal flip with probability 1/2 if ``flip``. Testing: segment
-    centres and the central crop. The crop is resized (bilinear, antialiased) to the grid.
-    """
-    idx = frame_indices(frames.shape[0], grid.frames, generator)
-    x = frames[idx].permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
-    h, w = x.shape[-2:]
-    side = min(h, w)
-    if generator is not None:
-        scale = 0.8 + 0.2 * float(torch.rand((), generator=generator))
-        side = max(int(side * scale), 1)
-        y0 = int(torch.randint(h - side + 1, (), generator=generator))
-        x0 = int(torch.randint(w - side + 1, (), generator=generator))
-    else:
-        y0, x0 = (h - side) // 2, (w - side) // 2
-    x = x[..., y0:y0 + side, x0:x0 + side]
-    x = F.interpolate(x, size=(grid.height, grid.width), mode="bilinear", align_corners=False, antialias=True)
-    if flip and generator is not None and float(torch.rand((), generator=generator)) < 0.5:
-        x = x.flip(-1)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
-    return (x - mean) / std
-
-
+# ----------------------------------------------------------------------------- in-memory clips
 class TensorClipSource:
-    """Decoded clips held in memory: ``videos`` a list of uint8 (F, H, W, 3), ``labels`` ints."""
+    """Decoded clips held in memory: ``videos`` a list of uint8 (F, H, W, 3), ``labels`` ints.
 
-    def __init__(self, videos: Sequence[torch.Tensor], labels: Sequence[int], classes: list[str], flip: bool = False):
+    Training clips: segment-random frames through ``transform`` (default: the release's random
+    resized crop, no flip); evaluation clips: segment centres, centre crop.
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[torch.Tensor],
+        labels: Sequence[int],
+        classes: list[str],
+        transform: TrainTransform | None = None,
+    ) -> None:
         if len(videos) != len(labels):
             raise ValueError(f"{len(videos)} videos but {len(labels)} labels")
-        self.videos, self.labels, self.classes, self.flip = list(videos), [int(v) for v in labels], classes, flip
+        self.videos, self.labels, self.classes = list(videos), [int(v) for v in labels], classes
+        self.transform = transform if transform is not None else TrainTransform(flip=0.0)
+        self.eval_transform = EvalTransform(num_crops=1)
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def clip(self, index: int, grid: Grid, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, int]:
-        return clip_to_grid(self.videos[index], grid, generator if train else None, self.flip), self.labels[index]
+        frames = self.videos[index]
+        if train:
+            idx = segment_indices(frames.shape[0], grid.frames, generator)
+            return self.transform(frames[idx], (grid.height, grid.width), generator), self.labels[index]
+        idx = segment_views(frames.shape[0], grid.frames, 1)[0]
+        return self.eval_transform(frames[idx], grid.height)[0], self.labels[index]
 
 
 def synthetic_source(
-    classes: Sequence[str] | None, per_class: int, size: int, frames: int, seed: int, split: int, flip: bool
+    classes: Sequence[str] | None, per_class: int, size: int, frames: int, seed: int, split: int,
+    transform: TrainTransform | None = None,
 ) -> TensorClipSource:
     """The synthetic benchmark rendered in memory (no files): ``per_class`` clips of each class,
     seeded by (seed, split, class, i) so train (split 0) and val (split 1) never share a clip."""
@@ -129,7 +108,7 @@ def synthetic_source(
             rng = [seed, split, label, i]
             videos.append(torch.from_numpy(render_clip(name, rng, size=size, frames=frames)))
             labels.append(label)
-    return TensorClipSource(videos, labels, names, flip=flip)
+    return TensorClipSource(videos, labels, names, transform)
 
 
 # ----------------------------------------------------------------------------- the plan

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fluxvit.data.transforms import TrainTransform
 from fluxvit.errors import CheckpointError, ConfigError, FluxViTError
 from fluxvit.flux.grid import FluxGrid, Grid
 from fluxvit.models.checkpoint import save_checkpoint
@@ -64,13 +65,14 @@ class TrainResult:
 def build_sources(cfg: TrainConfig) -> tuple[ClipSource, ClipSource | None]:
     """Training and validation clip sources from ``cfg.data``."""
     d = cfg.data
+    transform = TrainTransform(scale=tuple(d.crop_scale), ratio=tuple(d.crop_ratio), flip=0.5 if d.flip else 0.0)
     if d.source == "synthetic":
-        train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, d.flip)
-        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1, False)
+        train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, transform)
+        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1)
         return train, val
     from fluxvit.train.video_source import csv_sources
 
-    return csv_sources(d.train, d.val, d.root, d.flip)
+    return csv_sources(d.train, d.val, d.root, transform)
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> FluxViT:
