@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from fluxvit.errors import ConfigError
+import fluxvit
+from fluxvit.errors import ConfigError, VideoError
 from fluxvit.train import TrainingError, load_config, train
 from fluxvit.train.data import TensorClipSource
 from fluxvit.train.mixup import mix_batch
@@ -138,3 +139,41 @@ def test_crop_settings_reach_the_training_clips():
     default, _ = build_sources(load_config(None, common))
     assert default.transform.scale == (0.08, 1.0)
     assert not torch.equal(default.clip(0, grid, gen, train=True)[0], default.clip(0, grid, gen, train=False)[0])
+
+
+class _BrokenFirst(TensorClipSource):
+    """Clip 0 cannot be read."""
+
+    def clip(self, index, grid, generator, train):
+        if index == 0:
+            raise VideoError("clip0.mp4: truncated")
+        return super().clip(index, grid, generator, train)
+
+
+def test_validation_skips_and_counts_broken_clips():
+    from fluxvit.flux.grid import Grid
+    from fluxvit.train.distributed import DistInfo
+    from fluxvit.train.validation import validate
+
+    source = _BrokenFirst(*_parts(toy_source(2, 0)))
+    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=4, depth=1)
+    info = DistInfo()
+    acc = validate(model, source, Grid(8, 56), [None], info, batch_size=4)
+    assert acc["val_broken"] == 1
+    model.eval()
+    with torch.no_grad():  # the accuracy is over the 7 readable clips
+        clips = [source.clip(i, Grid(8, 56), None, train=False) for i in range(1, 8)]
+        hits = (model(torch.stack([c[0] for c in clips])).argmax(-1) == torch.tensor([c[1] for c in clips])).sum()
+    assert acc["acc@128"] == pytest.approx(100.0 * int(hits) / 7)
+    everything_broken = _BrokenFirst(source.videos[:1], source.labels[:1], source.classes)
+    with pytest.raises(VideoError, match="none of the 1 clips could be read"):
+        validate(model, everything_broken, Grid(8, 56), [None], info)
+
+
+def test_annotation_file_whose_videos_are_all_missing_fails_before_training(tmp_path):
+    from fluxvit.train.trainer import build_sources
+
+    (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 1\n")
+    cfg = load_config(None, ["objective.name=flux", "data.source=csv", f"data.train={tmp_path / 'train.csv'}"])
+    with pytest.raises(ConfigError, match=r"train.csv: none of its 2 videos exist \(first: .*a.mp4\); set data.root"):
+        build_sources(cfg)

@@ -241,6 +241,7 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
     bad_in_row = 0
     last: dict = {}
     learner.train()
+    t_start = time.perf_counter()
     try:
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
@@ -303,6 +304,11 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", grid=str(batch.grid), refresh=False)
+            elif info.is_main and (done % max(cfg.steps // 10, 1) == 0 or done == cfg.steps):
+                # No terminal for a bar (a log file, CI): a line every tenth of the run instead.
+                rate = (done - start) / max(time.perf_counter() - t_start, 1e-9)
+                log.info("train step %d/%d  loss %.3f  %.1f clips/s  eta %.0f s", done, cfg.steps,
+                         record["loss"], record["clips_per_s"], (cfg.steps - done) / rate)
             if val_data is not None and cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
                 history.append(_evaluate(model, val_data, eval_grid, eval_budgets, info, cfg, amp, done, writer))
             if done % cfg.ckpt_every == 0 or done == cfg.steps:

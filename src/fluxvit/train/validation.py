@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.distributed as dist
 
+from fluxvit.errors import VideoError
 from fluxvit.flux.grid import Grid
 from fluxvit.models.fluxvit import FluxViT
 from fluxvit.train.data import ClipSource
 from fluxvit.train.distributed import DistInfo
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -30,8 +35,17 @@ def validate(
     count = min(len(source), max_clips) if max_clips else len(source)
     mine = list(range(info.rank, count, info.world))
     correct = torch.zeros(len(budgets), dtype=torch.float64)
+    broken = 0
     for start in range(0, len(mine), batch_size):
-        clips = [source.clip(i, grid, None, train=False) for i in mine[start:start + batch_size]]
+        clips = []
+        for i in mine[start:start + batch_size]:
+            try:
+                clips.append(source.clip(i, grid, None, train=False))
+            except VideoError as e:  # skipped and counted, as in training
+                broken += 1
+                log.warning("validation: skipping clip %d: %s", i, e)
+        if not clips:
+            continue
         video = torch.stack([c[0] for c in clips]).to(info.device)
         labels = torch.tensor([c[1] for c in clips], device=info.device)
         with torch.autocast(info.device.type, dtype=autocast_dtype or torch.bfloat16,
@@ -39,12 +53,17 @@ def validate(
             for j, budget in enumerate(budgets):
                 logits = model(video, num_tokens=budget)
                 correct[j] += (logits.argmax(-1) == labels).sum().item()
-    total = torch.tensor([float(len(mine))], dtype=torch.float64)
+    total = torch.tensor([float(len(mine) - broken)], dtype=torch.float64)
     if info.distributed:
         both = torch.cat([correct, total]).to(info.device)
         dist.all_reduce(both)
         correct, total = both[:-1].cpu(), both[-1:].cpu()
     model.train(was_training)
-    n = max(float(total.item()), 1.0)
-    return {f"acc@{b if b is not None else grid.num_patches(model.patch_size)}": 100.0 * float(c) / n
-            for b, c in zip(budgets, correct.tolist())}
+    n = float(total.item())
+    if n == 0:
+        raise VideoError(f"validation: none of the {count} clips could be read")
+    out = {f"acc@{b if b is not None else grid.num_patches(model.patch_size)}": 100.0 * float(c) / n
+           for b, c in zip(budgets, correct.tolist())}
+    if broken:
+        out["val_broken"] = broken  # this rank's count
+    return out

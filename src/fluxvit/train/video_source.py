@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from fluxvit.data.transforms import EvalTransform, TrainTransform
+from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
+
+log = logging.getLogger(__name__)
 
 
 class VideoFileSource:
@@ -46,13 +51,28 @@ def _num_labels(records, n: int) -> int:
     return max(r.label for r in records) + 1 if n else 0
 
 
+def check_paths(annotations) -> None:
+    """Fail before any work when none of an annotation file's videos exist (a wrong root, most
+    likely); warn when some are missing (those are skipped and counted as broken)."""
+    missing = [r for r in annotations.records if not r.path.is_file()]
+    if annotations.records and len(missing) == len(annotations.records):
+        raise ConfigError(f"{annotations.csv}: none of its {len(missing)} videos exist (first: {missing[0].path}); "
+                          f"set data.root to the folder its paths are relative to")
+    if missing:
+        log.warning("%s: %d of %d videos are missing and will be skipped (first: %s)", annotations.csv,
+                    len(missing), len(annotations.records), missing[0].path)
+
+
 def csv_sources(train: str, val: str | None, root: str | None, transform: TrainTransform):
     """(train, val) clip sources from annotation files (``classes.txt`` beside them if present);
     ``transform`` makes the training clips (validation uses the centre view)."""
     from fluxvit.data.annotations import read_annotations
 
-    train_source = VideoFileSource(read_annotations(train, root), transform)
-    val_source = VideoFileSource(read_annotations(val, root), transform) if val else None
+    annotations = [read_annotations(path, root) for path in (train, val) if path]
+    for a in annotations:
+        check_paths(a)
+    train_source = VideoFileSource(annotations[0], transform)
+    val_source = VideoFileSource(annotations[1], transform) if val else None
     if val_source is not None and not val_source.classes == train_source.classes:
         val_source.classes = train_source.classes
     return train_source, val_source
