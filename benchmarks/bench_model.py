@@ -12,32 +12,15 @@ import sys
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from common import matmul_peak_gflops, time_call, write_result  # noqa: E402
+from common import matmul_peak_gflops, write_result  # noqa: E402
 
 import fluxvit  # noqa: E402
+from fluxvit.evaluate.speed import forward_speed, selector_seconds  # noqa: E402
 from fluxvit.flux.grid import Grid  # noqa: E402
-from fluxvit.flux.selectors import group_dynamic_select  # noqa: E402
 from fluxvit.runtime import tune_cpu_allocator  # noqa: E402
 
 # (budget, grid sampled before selection): 8x224 = 2048 patches, 12x224 = 3072
 CASES = [(512, Grid(8, 224)), (1024, Grid(8, 224)), (2048, Grid(8, 224)), (3072, Grid(12, 224))]
-
-
-def bench_forward(model, grid: Grid, budget: int, batch: int, dtype: torch.dtype | None, repeats: int) -> float:
-    video = torch.randn(batch, 3, grid.frames, grid.height, grid.width)
-
-    def run():
-        with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            model(video, num_tokens=budget)
-
-    return time_call(run, repeats=repeats, warmup=1)
-
-
-def bench_selector(model, grid: Grid, budget: int, batch: int, repeats: int) -> float:
-    video = torch.randn(batch, 3, grid.frames, grid.height, grid.width)
-    with torch.no_grad():
-        emb = model.patch_embed(video)
-    return time_call(lambda: group_dynamic_select(emb, budget), repeats=repeats, warmup=1)
 
 
 def main(quick: bool = False) -> dict:
@@ -52,21 +35,17 @@ def main(quick: bool = False) -> dict:
     for name in names:
         model = fluxvit.create_model(name).eval()
         for budget, grid in CASES:
-            g = grid.with_budget(budget)
-            macs = model.estimate_flops(g).total
             for batch in batches:
                 if name == "fluxvit_base_patch14" and batch == 8 and budget > 1024:
                     continue  # minutes per call on 2 cores; the trend is clear without it
-                secs = bench_forward(model, grid, budget, batch, None, repeats)
-                gflops = 2 * macs * batch / secs / 1e9
-                row = {"model": name, "tokens": budget, "grid": str(grid), "batch": batch,
-                       "ms": round(secs * 1e3, 1), "gflop_per_s": round(gflops, 1),
-                       "fraction_of_fp32_peak": round(gflops / peak32, 3)}
+                row = forward_speed(model, grid, budget, batch, None, repeats, peak32).to_dict()
                 if batch == 2 and budget == 2048:
-                    bf = bench_forward(model, grid, budget, batch, torch.bfloat16, repeats)
-                    sel = bench_selector(model, grid, budget, batch, repeats)
-                    row.update(bf16_ms=round(bf * 1e3, 1), bf16_speedup=round(secs / bf, 2),
-                               selector_ms=round(sel * 1e3, 2), selector_share=round(sel / secs, 4))
+                    bf = forward_speed(model, grid, budget, batch, torch.bfloat16, repeats, peak16)
+                    sel = selector_seconds(model, grid, budget, batch, repeats)
+                    row.update(bf16_ms=bf.ms, bf16_speedup=row["ms"] / bf.ms,
+                               bf16_fraction_of_peak=bf.fraction_of_peak, selector_ms=sel * 1e3,
+                               selector_share=sel * 1e3 / row["ms"])
+                row = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
                 rows.append(row)
                 print(row, flush=True)
     result = {"fp32_matmul_peak_gflops": round(peak32, 1), "bf16_matmul_peak_gflops": round(peak16, 1),

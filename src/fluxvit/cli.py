@@ -295,6 +295,73 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--show-tokens", default=None, help="PNG of the kept (bright) and dropped (dim) tokens")
 
 
+# ----------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from fluxvit.evaluate.speed import forward_speed, machine, matmul_peak_gflops
+    from fluxvit.flux.grid import Grid
+    from fluxvit.models import create_model
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    peak = matmul_peak_gflops(dtype or torch.float32, device=device)
+    rows = []
+    for name in args.models:
+        model = create_model(name).to(device).eval()
+        base = Grid.parse(args.grid) if args.grid else Grid(*model.config.default_grid)
+        per_frame = base.num_patches(model.patch_size) // base.frames
+        for tokens in _int_list(args.tokens, "--tokens"):
+            # Enough frames of the base resolution to hold the budget (selection cuts the rest).
+            grid = Grid(max(base.frames, math.ceil(tokens / per_frame)), base.height, base.width)
+            for batch in _int_list(args.batch, "--batch"):
+                row = forward_speed(model, grid, tokens, batch, dtype, args.repeats, peak).to_dict()
+                rows.append(row)
+                if not args.json:
+                    print(f"{name:<24} {tokens:>6} tokens  {row['grid']:>8}  batch {batch:<3} {row['ms']:>9.1f} ms"
+                          f"  {row['gflop_per_s']:>7.1f} GFLOP/s  {100 * row['fraction_of_peak']:5.1f}% of peak",
+                          flush=True)
+    result = {"machine": machine(device), "dtype": args.dtype, "matmul_peak_gflops": round(peak, 1), "rows": rows}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"matmul peak here: {peak:.0f} GFLOP/s ({args.dtype})")
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.part")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(out)
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = _add(sub, "bench", "forward speed on this machine: ms per batch, GFLOP/s and fraction of the matmul peak "
+             "at each token budget", "fluxvit bench fluxvit_small_patch14 --tokens 512,1024,2048 --batch 1,2",
+             cmd_bench)
+    p.add_argument("models", nargs="*", default=["fluxvit_small_patch14"], help="registered model names")
+    p.add_argument("--tokens", default="512,1024,2048,3072", help="token budgets, comma-separated")
+    p.add_argument("--grid", default=None, help="base sampling grid TxR (default: the model's); more frames "
+                   "are sampled when a budget needs them")
+    p.add_argument("--batch", default="1", help="batch sizes, comma-separated")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (fp32: off)")
+    p.add_argument("--device", default="cuda" if _cuda_available() else "cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from fluxvit.demo import DemoSettings, run_demo
@@ -345,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
 
     _add_demo(sub)
+    _add_bench(sub)
     _add_synth(sub)
     _add_eval_commands(sub)
     _add_train(sub)

@@ -1,0 +1,112 @@
+"""Model speed on this machine: forward latency at token budgets, achieved GFLOP/s against the
+machine's matmul peak, and the token selector's share of a forward.
+
+Used by ``fluxvit bench`` and by ``benchmarks/bench_model.py``. Timings are medians of repeated
+calls after a warm-up; on CUDA every call is synchronised.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from fluxvit.flux.grid import Grid
+from fluxvit.flux.selectors import group_dynamic_select
+
+
+def machine(device: torch.device | str = "cpu") -> dict:
+    """What the numbers were measured on."""
+    device = torch.device(device)
+    return {
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, device: torch.device | str = "cpu") -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, device: torch.device | str = "cpu") -> float:
+    """Achieved GFLOP/s (2 n^3 per product) of a large square matmul: the practical peak here."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return 2 * n**3 / time_call(lambda: a @ b, repeats=5, warmup=2, device=device) / 1e9
+
+
+@dataclass
+class ForwardSpeed:
+    """One measurement: ``batch`` clips of ``grid`` cut to ``tokens``, in ``dtype``."""
+
+    model: str
+    tokens: int
+    grid: str
+    batch: int
+    dtype: str
+    ms: float  # median wall time of one batched forward
+    gflop_per_s: float  # achieved, counting 2 FLOPs per multiply-add of the whole forward
+    fraction_of_peak: float | None  # of the matmul peak in the same dtype (None: not measured)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def forward_speed(
+    model,
+    grid: Grid,
+    tokens: int,
+    batch: int = 1,
+    dtype: torch.dtype | None = None,
+    repeats: int = 3,
+    peak_gflops: float | None = None,
+) -> ForwardSpeed:
+    """Time ``model(video, num_tokens=tokens)`` on random video of ``grid`` (inference mode);
+    ``dtype`` runs under autocast (None: the model's own precision)."""
+    device = next(model.parameters()).device
+    video = torch.randn(batch, 3, grid.frames, grid.height, grid.width, device=device)
+    budget = tokens if tokens < grid.num_patches(model.patch_size) else None
+
+    autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def run() -> None:
+        with torch.inference_mode(), autocast:
+            model(video, num_tokens=budget)
+
+    model.eval()
+    seconds = time_call(run, repeats=repeats, warmup=1, device=device)
+    gflops = 2 * model.estimate_flops(grid.with_budget(budget)).total * batch / seconds / 1e9
+    return ForwardSpeed(
+        model=getattr(model, "name", None) or type(model).__name__, tokens=tokens, grid=str(grid), batch=batch,
+        dtype=str(dtype or next(model.parameters()).dtype).replace("torch.", ""), ms=seconds * 1e3,
+        gflop_per_s=gflops, fraction_of_peak=gflops / peak_gflops if peak_gflops else None,
+    )
+
+
+def selector_seconds(model, grid: Grid, tokens: int, batch: int = 1, repeats: int = 3) -> float:
+    """Median seconds of the group-dynamic selection alone, on the model's patch embeddings."""
+    device = next(model.parameters()).device
+    video = torch.randn(batch, 3, grid.frames, grid.height, grid.width, device=device)
+    with torch.inference_mode():
+        emb = model.patch_embed(video)
+        return time_call(lambda: group_dynamic_select(emb, tokens), repeats=repeats, warmup=1, device=device)
