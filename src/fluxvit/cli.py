@@ -15,6 +15,7 @@ from collections.abc import Callable
 from fluxvit.errors import ConfigError, FluxViTError
 
 EXIT_USER_ERROR = 2
+MAX_GRID_TOKENS = 2**17  # 8x the largest grid of the paper's recipes (24x364: 16224 tokens)
 
 
 def _add(sub, name: str, help: str, example: str, handler: Callable[[argparse.Namespace], int]):
@@ -133,7 +134,7 @@ def _load_model(path: str):
     return load_checkpoint(path)
 
 
-def _budget_grid(model, budget: int | None, grid: str | None, latency_ms: float | None = None):
+def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None = None):
     """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
     model's default grid; --latency-ms picks the largest budget that fits this machine."""
     from fluxvit.evaluate.runner import default_grid
@@ -146,8 +147,19 @@ def _budget_grid(model, budget: int | None, grid: str | None, latency_ms: float 
             raise ConfigError("give --budget or --latency-ms, not both")
         budget = budget_for_latency(model, default_grid(model, None), latency_ms)
         logging.getLogger("fluxvit").info("latency %.1f ms -> budget %d tokens", latency_ms, budget)
-    g = Grid.parse(grid, budget=budget) if grid else default_grid(model, budget)
-    g.num_tokens(model.patch_size)  # checks the patch size and that the budget fits
+    try:
+        g = Grid.parse(grid, budget=budget) if grid else default_grid(model, budget)
+        g.num_tokens(model.patch_size)  # checks the patch size and that the budget fits
+        n = g.num_patches(model.patch_size)
+        if n > MAX_GRID_TOKENS:
+            raise ConfigError(f"grid {g.with_budget(None)} makes {n} tokens; more than {MAX_GRID_TOKENS} "
+                              "would not fit in memory")
+    except FluxViTError as e:
+        if grid:
+            raise
+        # the grid came with the checkpoint (Token Optimization's stored choice, or its default):
+        # untrusted data, so the message names the file
+        raise type(e)(f"{checkpoint}: {e}") from None
     return g
 
 
@@ -156,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fluxvit.evaluate.runner import Views, evaluate, extract_features
 
     model = _load_model(args.checkpoint)
-    grid = _budget_grid(model, args.budget, args.grid, args.latency_ms)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms)
     views = Views.parse(args.views)
     ann = read_annotations(args.data, args.data_root)
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
@@ -206,7 +218,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fluxvit.evaluate.runner import Views
 
     model = _load_model(args.checkpoint)
-    grid = _budget_grid(model, args.budget, args.grid, args.latency_ms)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms)
     views = Views.parse(args.views)
     failed = 0
     for i, path in enumerate(args.videos):

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fluxvit.errors import ConfigError
+from fluxvit.errors import CheckpointError, ConfigError
 from fluxvit.flux.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,19 @@ def optimize_budget(
 
 
 def stored_grid(meta: dict | None, budget: int) -> Grid | None:
-    """The grid Token Optimization stored for ``budget`` in a checkpoint's metadata, if any."""
-    choice = ((meta or {}).get(META_KEY) or {}).get(str(budget))
-    return Grid.parse(choice["grid"], budget=budget) if choice else None
+    """The grid Token Optimization stored for ``budget`` in a checkpoint's metadata, if any.
+
+    Metadata comes with the file and is not trusted: a malformed record is a
+    :class:`CheckpointError`, not a crash."""
+    record = (meta or {}).get(META_KEY) or {}
+    choice = record.get(str(budget)) if isinstance(record, dict) else record
+    if not choice:
+        return None
+    try:
+        return Grid.parse(choice["grid"], budget=budget)
+    except (TypeError, KeyError, ConfigError) as e:
+        raise CheckpointError(f"the checkpoint's stored Token Optimization record for {budget} tokens is "
+                              f"malformed ({e})") from None
 
 
 def choices_metadata(choices: dict[int, BudgetChoice], existing: dict | None = None) -> dict:

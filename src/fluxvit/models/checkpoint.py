@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fluxvit.errors import CheckpointError
+from fluxvit.errors import CheckpointError, ConfigError
 from fluxvit.models.fluxvit import FluxViT, FluxViTConfig
 from fluxvit.models.pos_embed import interpolate_table
 
@@ -50,10 +50,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             raise CheckpointError(f"{path}: directory has no {WEIGHTS_NAME}")
         meta = _read_json(cfg_file) if cfg_file.is_file() else {}
         state, file_meta = _read_safetensors(weights)
-        return state, {**file_meta, **meta, "format": "fluxvit"}
+        return state, _checked_meta({**file_meta, **meta, "format": "fluxvit"}, path)
     if path.suffix == ".safetensors":
         state, meta = _read_safetensors(path)
-        return state, {**meta, "format": "fluxvit"}
+        return state, _checked_meta({**meta, "format": "fluxvit"}, path)
     state = _read_torch(path)
     if is_official_state_dict(state):
         return state, {"format": "official"}
@@ -62,9 +62,33 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable config ({e})") from None
+    return _json_object(text, path, "config")
+
+
+def _json_object(text: str | bytes, path: Path, what: str) -> dict:
+    """A JSON object from an untrusted checkpoint; one-line CheckpointError otherwise (also for
+    nesting deep enough to exhaust the parser's recursion)."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: {what} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: {what} is not a JSON object")
+    return obj
+
+
+# The metadata fields a loader acts on, and the JSON type each must have.
+_META_TYPES = {"model": str, "config": dict, "classes": list}
+
+
+def _checked_meta(meta: dict, path: Path) -> dict:
+    for key, kind in _META_TYPES.items():
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{path}: metadata field {key!r} is not a {kind.__name__}")
+    return meta
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -77,12 +101,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             raw_meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(e)})") from None
-    meta = {}
-    if META_KEY in raw_meta:
-        try:
-            meta = json.loads(raw_meta[META_KEY])
-        except ValueError:
-            raise CheckpointError(f"{path}: corrupt fluxvit metadata in safetensors header") from None
+    meta = _json_object(raw_meta[META_KEY], path, "fluxvit metadata") if META_KEY in raw_meta else {}
     return state, meta
 
 
@@ -101,12 +120,7 @@ def _check_safetensors_header(path: Path) -> None:
             text = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
-    try:
-        header = json.loads(text)
-    except ValueError:
-        raise CheckpointError(f"{path}: safetensors header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
+    header = _json_object(text, path, "safetensors header")
     itemsize = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                 "U8": 1, "BOOL": 1}
     body = size - 8 - n
@@ -267,12 +281,13 @@ def load_into(
     from fluxvit.models.registry import model_config
 
     state, meta = read_checkpoint(path)
-    ckpt_classes = state["heads.0.weight"].shape[0] if "heads.0.weight" in state else None
-    if meta.get("format") == "official":
-        ckpt_classes = state["head.0.weight"].shape[0] if "head.0.weight" in state else ckpt_classes
+    head_key = "head.0.weight" if meta.get("format") == "official" and "head.0.weight" in state else "heads.0.weight"
+    ckpt_classes = state[head_key].shape[0] if head_key in state and state[head_key].dim() == 2 else None
     if meta.get("model") and meta["model"] != name:
         raise CheckpointError(f"{path}: is a checkpoint for {meta['model']}, not {name}")
     saved_cfg = meta.get("config") or {}
+    if meta.get("format") != "official":
+        _check_against_weights(name, saved_cfg, state, path)
     base = {**saved_cfg, **overrides} if saved_cfg else overrides
     want = num_classes if num_classes is not None else ckpt_classes or 400
     cfg = model_config(name, **{**base, "num_classes": want})
@@ -296,6 +311,49 @@ def load_into(
     model.class_names = list(classes) if classes and len(classes) == want else None
     model.checkpoint_meta = {k: v for k, v in meta.items() if k not in ("config", "format")}
     return model
+
+
+def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many numbered modules ``prefix<i>.`` the state dict holds (blocks, heads, ...)."""
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
+def _check_against_weights(name: str, saved: dict, state: dict[str, torch.Tensor], path) -> None:
+    """The file's metadata (its model config, its head budgets) must describe the file's own
+    tensors. Checked before anything is built, because metadata is untrusted: a forged
+    ``depth: 1000000`` or ``mlp_ratio: 1e6`` would otherwise allocate without bound. Module
+    counts are compared first, then every shape of the architecture built on the meta device,
+    which allocates nothing."""
+    from fluxvit.models.registry import model_config
+
+    budgets = state.get("head_budgets")
+    heads = _count(state, "heads.")
+    if budgets is not None and (budgets.dim() != 1 or budgets.is_floating_point() or budgets.numel() != heads):
+        raise CheckpointError(f"{path}: head_budgets {tuple(budgets.shape)} does not match its {heads} heads")
+    if not saved:
+        return
+    try:
+        cfg = model_config(name, **saved)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the model config in its metadata is invalid ({_first_line(e)})") from None
+    for what, prefix, n in (("blocks", "blocks.", cfg.depth), ("heads", "heads.", len(cfg.head_budgets)),
+                            ("alignment projectors", "align_projs.", cfg.num_align_projs)):
+        found = _count(state, prefix)
+        if found != n:
+            raise CheckpointError(f"{path}: its metadata describes {n} {what}, its weights hold {found}")
+    table = state.get("pos_embed.table")  # its initial values are computed, not allocated on "meta"
+    if table is None or tuple(table.shape) != (1, cfg.embed_dim, *cfg.pos_grid):
+        raise CheckpointError(f"{path}: its metadata describes a positional table {(1, cfg.embed_dim, *cfg.pos_grid)}, "
+                              f"its weights hold {None if table is None else tuple(table.shape)}")
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in FluxViT(cfg).state_dict().items()}
+    except (ConfigError, RuntimeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{path}: the model config in its metadata is invalid ({_first_line(e)})") from None
+    for key, shape in shapes.items():
+        if key in state and tuple(state[key].shape) != shape:
+            raise CheckpointError(f"{path}: its metadata config does not match its weights: {key} is "
+                                  f"{tuple(state[key].shape)} in the weights, {shape} in the config")
 
 
 def _load_checked(model: FluxViT, state: dict[str, torch.Tensor], path, allow_missing=()) -> None:

@@ -85,7 +85,7 @@ class FluxViT(nn.Module):
         self.patch_embed = DualNormPatchEmbed(cfg.patch_size, c, cfg.in_chans)
         self.pos_embed = GlobalPosEmbed(c, cfg.pos_grid, cfg.gpe_kernel)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
-        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()  # cpu: buildable on "meta"
         self.blocks = nn.ModuleList(
             Block(c, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.qk_norm, cfg.init_values, rate,
                   cfg.lpe_kernel)
@@ -108,6 +108,8 @@ class FluxViT(nn.Module):
 
     # ------------------------------------------------------------------ init and properties
     def _init_weights(self) -> None:
+        if self.cls_token.is_meta:  # built on the "meta" device to learn shapes: no values to set
+            return
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):

@@ -14,6 +14,7 @@ import os
 import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +96,23 @@ def save_training_state(state: dict, directory: str | os.PathLike, step: int, ke
 
 
 def load_training_state(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_training_state` (tensors and plain data only)."""
+    """Read a checkpoint written by :func:`save_training_state` (tensors and plain data only).
+
+    Every record of the file's zip archive must match the CRC-32 written with it (torch.load
+    itself does not check them): a checkpoint damaged after it was written is refused rather
+    than resumed from with wrong weights."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0][:160]})") from None
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        # a file object, not the path: torch.load hands a path named *.safetensors to another reader
+        with open(path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({reason})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged training checkpoint: record {damaged} fails its CRC check")
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"{path}: not a fluxvit training checkpoint")
     return state
