@@ -46,17 +46,19 @@ class CliRun:
         return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
 
 
-def assert_user_error(run: CliRun, command: str, *needles: object, code: int = 2) -> str:
+def assert_user_error(run: CliRun, command: str, *needles: object, code: int = 2, after_logs: bool = False) -> str:
     """One line on stderr, ``fluxvit COMMAND: error: ...`` naming every needle; exit ``code``;
-    no traceback. Returns the line."""
+    no traceback. ``after_logs``: progress lines may come before it (a real ``fluxvit train``
+    process logs as it goes). Returns the line."""
     assert "Traceback" not in run.err, run.err
     assert run.code == code, (run.code, run.err)
     lines = run.err.strip().splitlines()
-    assert len(lines) == 1, run.err
-    assert lines[0].startswith(f"fluxvit {command}: error: "), lines[0]
+    assert len(lines) == 1 or after_logs and lines, run.err
+    assert sum(": error: " in line for line in lines) == 1, run.err
+    assert lines[-1].startswith(f"fluxvit {command}: error: "), lines[-1]
     for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
-    return lines[0]
+        assert str(needle) in lines[-1], (needle, lines[-1])
+    return lines[-1]
 
 
 @pytest.fixture

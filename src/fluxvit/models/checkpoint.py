@@ -422,6 +422,9 @@ def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        raise CheckpointError(f"{path}: could not write the checkpoint ({reason})") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -81,18 +81,54 @@ def save_training_state(state: dict, directory: str | os.PathLike, step: int, ke
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
     tmp = directory / f".{path.name}.part"
+    writer = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            writer = _RecordingWriter(f)
+            torch.save(state, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(directory)  # the rename itself survives a power cut
+    except (OSError, RuntimeError) as e:
+        cause = writer.error if writer is not None and writer.error is not None else e
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).splitlines()[0][:120]
+        kept = [p.name for _, p in list_checkpoints(directory)]
+        previous = f"; {kept[-1]} is kept" if kept else ""
+        raise CheckpointError(f"{path}: could not write the training checkpoint ({reason}){previous}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+class _RecordingWriter:
+    """A file wrapper that keeps the OS error of a failed write (a full disk: ENOSPC, a size
+    limit: EFBIG), which torch.save reports only as a RuntimeError about stream positions."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_training_state(path: str | os.PathLike) -> dict:

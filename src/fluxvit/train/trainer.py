@@ -210,17 +210,21 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
     plan = BatchPlan(len(train_data), cfg.data.batch_size, grids, cfg.seed, info.rank, info.world)
 
     start, counters, history = 0, {"skipped_steps": 0, "broken_clips": 0}, []
-    resume_from = _resume_path(resume, ckpt_dir)
-    if resume_from is not None:
-        state = checkpointing.load_training_state(resume_from)
+    resumed = _resume_state(resume, ckpt_dir)
+    if resumed is not None:
+        resume_from, state = resumed
         if state.get("plan") != plan.state_dict():
             raise CheckpointError(f"{resume_from}: was written by a run with other data, grids, seed or batch")
-        learner.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        checkpointing.set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
-        start, counters, history = int(state["step"]), dict(state["counters"]), list(state.get("history", []))
+        try:
+            learner.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if ema is not None and "ema" in state:
+                ema.load_state_dict(state["ema"])
+            checkpointing.set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
+            start, counters, history = int(state["step"]), dict(state["counters"]), list(state.get("history", []))
+        except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{resume_from}: does not fit this run ({reason})") from None
         log.info("resumed from %s at step %d", resume_from, start)
 
     writer = None
@@ -339,20 +343,34 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
     return TrainResult(out, model_path, ema_path, cfg.steps, final, history, model)
 
 
-def _resume_path(resume: bool | str | Path, ckpt_dir: Path) -> Path | None:
+def _resume_state(resume: bool | str | Path, ckpt_dir: Path) -> tuple[Path, dict] | None:
+    """The training checkpoint to continue from, and its contents.
+
+    ``True``: the newest readable checkpoint in ``ckpt_dir`` (none: a fresh start); a folder: the
+    same in that run's checkpoints; a file: that file, which must load. A newest checkpoint that
+    does not load (cut short by a crash where renames are not atomic, damaged since) is skipped
+    with a warning for the one before it: a later start repeats some steps instead of failing.
+    """
     if resume is False or resume is None:
         return None
-    if resume is True:
-        return checkpointing.latest_checkpoint(ckpt_dir)
-    path = Path(resume)
-    if path.is_dir():
-        found = checkpointing.latest_checkpoint(path / CKPT_DIR) or checkpointing.latest_checkpoint(path)
-        if found is None:
+    if resume is not True:
+        path = Path(resume)
+        if path.is_file():
+            return path, checkpointing.load_training_state(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such training checkpoint")
+        ckpt_dir = path / CKPT_DIR if checkpointing.list_checkpoints(path / CKPT_DIR) else path
+        if not checkpointing.list_checkpoints(ckpt_dir):
             raise CheckpointError(f"{path}: holds no training checkpoint")
-        return found
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such training checkpoint")
-    return path
+    found = checkpointing.list_checkpoints(ckpt_dir)
+    for _, candidate in reversed(found):
+        try:
+            return candidate, checkpointing.load_training_state(candidate)
+        except CheckpointError as e:
+            log.warning("%s; trying the checkpoint before it", e)
+    if found:
+        raise CheckpointError(f"{ckpt_dir}: none of its {len(found)} training checkpoints can be read")
+    return None
 
 
 def _step_record(step, lr, grid, losses, clips, seconds, tokens, counters, info) -> dict:
