@@ -173,6 +173,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ann = read_annotations(args.data, args.data_root)
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
                    progress=sys.stderr.isatty())
+    if not res["videos"]:  # no accuracy to report (it would print as NaN)
+        raise ConfigError(f"{args.data}: none of its {res['broken']} videos could be read "
+                          f"(the first: {res['broken_videos'][0]})")
     if args.save_features:
         out = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers)
         res["features"] = str(out)

@@ -91,6 +91,17 @@ def test_eval_skips_counts_and_names_the_broken_video(broken, good_video, nano_c
     assert line.startswith(f"skipped broken video: {path}: ") and reason in line
 
 
+def test_eval_with_every_video_broken_is_one_line(tmp_path, nano_ckpt, cli):
+    """No accuracy to report and no features to write: exit 2, nothing written."""
+    make, reason = BROKEN["truncated_50"]
+    csv = tmp_path / "val.csv"
+    csv.write_text(f"{make(tmp_path)} 0\n{tmp_path / 'absent.mp4'} 1\n")
+    features = tmp_path / "features.safetensors"
+    run = cli("eval", "--checkpoint", nano_ckpt, "--data", csv, "--json", "--save-features", features)
+    assert_user_error(run, "eval", f"{csv}: none of its 2 videos could be read (the first: ", reason)
+    assert run.out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["cut_50.mp4", "val.csv", "whole.mp4"]
+
+
 def test_odd_videos_decode_to_their_frames(odd):
     reader = PyAVReader()
     info = reader.probe(odd.path)
