@@ -21,7 +21,7 @@ import av
 import numpy as np
 
 from fluxvit.data.encode import write_video
-from tests.data.conftest import coded_frames
+from tests.data.conftest import coded_frames, write_vfr
 
 FRAMES = 16
 HEIGHT, WIDTH = 48, 64
@@ -170,6 +170,13 @@ def spaces_and_unicode(d: Path) -> Odd:
     return Odd(clip(folder, "clip ünïcødé 视频 #1.mp4", 12), 12, HEIGHT, WIDTH)
 
 
+def vfr_in_matroska(d: Path) -> Odd:
+    """Variable frame rate, gaps of 10 ms to 1.5 s, in Matroska (no frame count in the header:
+    its declared duration must still be met by the frames present)."""
+    times = [0, 10, 20, 100, 110, 300, 310, 320, 600, 2100]
+    return Odd(remux(write_vfr(d / "vfr.mp4", times, HEIGHT, WIDTH), d / "vfr.mkv"), len(times), HEIGHT, WIDTH)
+
+
 def symlink_to_video(d: Path) -> Odd:
     (d / "link.mp4").symlink_to(clip(d, "target.mp4", 12))
     return Odd(d / "link.mp4", 12, HEIGHT, WIDTH)
@@ -191,4 +198,5 @@ ODD: dict[str, Callable[[Path], Odd]] = {
     "mp4_named_avi": mp4_named_avi,
     "spaces_and_unicode": spaces_and_unicode,
     "symlink_to_video": symlink_to_video,
+    "vfr_in_matroska": vfr_in_matroska,
 }

@@ -341,18 +341,17 @@ class PyAVReader:
 def _declared_seconds(stream) -> float | None:
     """How long the container says the video stream lasts, in seconds (None if it does not say).
 
-    Matroska/WebM keep no frame count but FFmpeg's muxer tags each track with ``DURATION``
-    (``HH:MM:SS.fffffffff``); other containers may set the stream's duration."""
+    Matroska/WebM keep no frame count, but FFmpeg's muxer tags each track with its exact
+    ``DURATION`` (``HH:MM:SS.fffffffff``). Durations FFmpeg only estimates (from the bit rate,
+    as for MPEG-TS) are not used: a wrong estimate would refuse a good file."""
     tag = stream.metadata.get("DURATION")
-    if tag:
-        try:
-            h, m, sec = tag.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(sec)
-        except ValueError:
-            return None
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return None
+    if not tag:
+        return None
+    try:
+        h, m, sec = tag.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
 
 
 def _check_declared_end(path: Path, stream, end: float, gap: float) -> None:
