@@ -151,6 +151,9 @@ def test_forged_safetensors_are_refused_in_one_line(name, tmp_path, nano_ckpt, g
         fluxvit.load_checkpoint(path)
     assert str(info.value).startswith(f"{path}: ") and problem in str(info.value)
     assert_user_error(cli("predict", good_video, "--checkpoint", path), "predict", path, problem)
+    csv = tmp_path / "val.csv"
+    csv.write_text(f"{good_video} 0\n")
+    assert_user_error(cli("eval", "--checkpoint", path, "--data", csv), "eval", path, problem)
 
 
 @pytest.mark.parametrize("record, problem", [
