@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -149,7 +150,10 @@ def _check_safetensors_header(path: Path) -> None:
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not read; a refusal below says it in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # The weights-only unpickler names the first forbidden thing it met: a GLOBAL means the
         # file asks to import (and maybe run) Python code; anything else is just not a pickle.
