@@ -320,7 +320,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fluxvit.flux.grid import Grid
     from fluxvit.models import create_model
 
-    device = torch.device(args.device)
+    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available here")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -365,16 +365,10 @@ def _add_bench(sub) -> None:
                    "are sampled when a budget needs them")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (fp32: off)")
-    p.add_argument("--device", default="cuda" if _cuda_available() else "cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ----------------------------------------------------------------------------- demo
