@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import fluxvit
@@ -92,6 +92,7 @@ def _sorted_in_range(idx: torch.Tensor, n: int, distinct: bool) -> None:
 
 @FEW
 @given(n=VIDEO_FRAMES, t=st.integers(1, 64), seed=st.integers(0, 2**63 - 1))
+@example(n=58, t=54, seed=2)  # float edges once put frame 31 at 30.999... (fixed: integer edges)
 def test_segment_sampling_any_length(n, t, seed):
     idx = segment_indices(n, t, torch.Generator().manual_seed(seed))
     assert idx.shape == (t,)

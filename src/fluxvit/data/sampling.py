@@ -33,9 +33,10 @@ def segment_indices(num_frames: int, t: int, generator: torch.Generator) -> torc
 
     Segment i holds the whole frames [floor(i n / t), floor((i + 1) n / t)): with real-valued
     edges a frame cut by an edge would belong to two segments and could be drawn twice, although
-    a video of n >= t frames always has t distinct ones to give."""
+    a video of n >= t frames always has t distinct ones to give. The edges are integer arithmetic:
+    a float ``linspace`` puts 31 at 30.999..., and its floor moves a frame into the wrong segment."""
     _check(num_frames, t)
-    edges = torch.linspace(0, num_frames, t + 1, dtype=torch.float64).floor()
+    edges = (torch.arange(t + 1, dtype=torch.int64) * num_frames).div(t, rounding_mode="floor").double()
     u = torch.rand(t, generator=generator, dtype=torch.float64)
     return (edges[:-1] + u * (edges[1:] - edges[:-1])).floor().long().clamp_(0, num_frames - 1)
 
