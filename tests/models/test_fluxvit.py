@@ -80,6 +80,23 @@ def test_bad_inputs_are_config_errors(nano):
         nano(torch.zeros(3, 2, 56, 56))
 
 
+@pytest.mark.parametrize("override, problem", [
+    ({"embed_dim": "wide"}, "'embed_dim' must be an integer, got 'wide'"),
+    ({"depth": 2.0}, "'depth' must be an integer, got 2.0"),
+    ({"qk_norm": 1}, "'qk_norm' must be true or false, got 1"),
+    ({"mlp_ratio": "4"}, "'mlp_ratio' must be a number"),
+    ({"pos_grid": [8, "4", 4]}, "'pos_grid' must be a list of integers"),
+    ({"head_budgets": [64, 0]}, "'head_budgets' must be positive, got \\(64, 0\\)"),
+    ({"depth": -1}, "'depth' must be positive, got -1"),
+    ({"mlp_ratio": 0}, "'mlp_ratio' must be positive"),
+])
+def test_model_config_values_are_checked(override, problem):
+    """Configs also arrive from files (checkpoint metadata): a wrong type or size is named."""
+    with pytest.raises(ConfigError, match=problem):
+        fluxvit.create_model("fluxvit_nano_patch14", **override)
+    assert fluxvit.create_model("fluxvit_nano_patch14", mlp_ratio=3, pos_grid=[4, 2, 2]).config.pos_grid == (4, 2, 2)
+
+
 def test_positional_table_is_cached_in_eval_and_follows_parameter_changes():
     model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=3, depth=1).eval()
     with torch.no_grad():

@@ -65,8 +65,13 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     run = subprocess.run([sys.executable, "-m", "fluxvit", "train", str(path)], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 2
-    expected = "fluxvit train: error: config key 'optim.lr' must be a number, got 'fast'"
+    expected = f"fluxvit train: error: {path}: config key 'optim.lr' must be a number, got 'fast'"
     assert run.stderr.strip().splitlines() == [expected]
+    path.write_text("steps: 3\n")
+    run = subprocess.run([sys.executable, "-m", "fluxvit", "train", str(path), "--set", "optim.lr=0.1",
+                          "--set", "steps=[1]"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    expected = "fluxvit train: error: --set steps=[1]: config key 'steps' must be an integer, got [1]"
+    assert (run.returncode, run.stderr.strip().splitlines()) == (2, [expected])
 
 
 def test_final_config_is_written_beside_the_run(tmp_path):

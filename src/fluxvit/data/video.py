@@ -251,8 +251,10 @@ class PyAVReader:
                 raise VideoError(f"{path}: truncated or corrupt after {len(pts)} frames ({_reason(exc)})") from exc
             promised = stream.frames
             if promised and len(pts) < promised:
+                were = "is" if len(pts) == 1 else "are"
                 raise VideoError(
-                    f"{path}: truncated or corrupt: the header promises {promised} frames, only {len(pts)} are present"
+                    f"{path}: truncated or corrupt: the header promises {promised} frames, "
+                    f"only {len(pts)} {were} present"
                 )
             if not pts:
                 raise VideoError(f"{path}: no decodable frames")

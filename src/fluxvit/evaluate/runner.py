@@ -60,11 +60,9 @@ def default_grid(model, budget: int | None) -> Grid:
 
 def check_labels(model, annotations: Annotations) -> None:
     """A CSV whose labels exceed the model's classes is a user error, said before any work."""
-    top = max(r.label for r in annotations.records)
-    if top >= model.num_classes:
-        raise ConfigError(
-            f"{annotations.csv}: label {top} is outside the model's {model.num_classes} classes"
-        )
+    first = next((r for r in annotations.records if r.label >= model.num_classes), None)
+    if first is not None:
+        raise ConfigError(f"{first.source}: label {first.label} is outside the model's {model.num_classes} classes")
 
 
 def view_loader(

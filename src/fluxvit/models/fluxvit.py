@@ -43,9 +43,25 @@ class FluxViTConfig:
     default_grid: tuple[int, int] = (8, 224)  # (T, R) used when a caller gives only a budget
 
     def __post_init__(self) -> None:
-        self.pos_grid = tuple(int(v) for v in self.pos_grid)
-        self.head_budgets = tuple(int(v) for v in self.head_budgets)
-        self.default_grid = tuple(int(v) for v in self.default_grid)
+        for f in fields(self):  # configs also come from files (checkpoint metadata): check each value
+            value, kind = getattr(self, f.name), str(f.type)
+            if kind.startswith("tuple"):
+                if not isinstance(value, (tuple, list)) or not all(_is_int(v) for v in value):
+                    raise ConfigError(f"model config {f.name!r} must be a list of integers, got {value!r:.60}")
+                setattr(self, f.name, tuple(int(v) for v in value))
+            elif kind == "int" and not _is_int(value):
+                raise ConfigError(f"model config {f.name!r} must be an integer, got {value!r:.60}")
+            elif kind == "float" and not (_is_int(value) or isinstance(value, float)):
+                raise ConfigError(f"model config {f.name!r} must be a number, got {value!r:.60}")
+            elif kind == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"model config {f.name!r} must be true or false, got {value!r:.60}")
+        for name in ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "clip_embed_dim", "pool_heads",
+                     "num_classes", "gpe_kernel", "lpe_kernel", "pos_grid", "head_budgets", "default_grid"):
+            value = getattr(self, name)
+            if min(value if isinstance(value, tuple) else (value,), default=1) < 1:
+                raise ConfigError(f"model config {name!r} must be positive, got {value!r:.60}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"model config 'mlp_ratio' must be positive, got {self.mlp_ratio}")
         if not self.head_budgets:
             raise ConfigError("a FluxViT needs at least one head budget")
         if self.embed_dim % self.num_heads:
@@ -61,6 +77,10 @@ class FluxViTConfig:
         if unknown:
             raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
         return cls(**d)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class FluxViT(nn.Module):

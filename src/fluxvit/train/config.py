@@ -151,7 +151,7 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- reading YAML
 _SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 1, 4, 4, 60, 60
 
 
 def _show(value: Any) -> str:
@@ -190,7 +190,7 @@ def _load_yaml(text: str) -> Any:
     except RecursionError:
         raise ConfigError("not valid YAML (nested too deeply)") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise ConfigError(f"not valid YAML ({str(e)[:80]})") from None
+        raise ConfigError(f"not valid YAML ({str(e).split(';')[0][:120]})") from None
 
 
 # ----------------------------------------------------------------------------- merging
@@ -293,11 +293,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: cannot read config ({reason})") from None
         try:
             data = _load_yaml(text) or {}
+            _merge(cfg, data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-        _merge(cfg, data)
     for text in overrides:
-        _merge(cfg, _parse_override(text))
+        values = _parse_override(text)
+        try:
+            _merge(cfg, values)
+        except ConfigError as e:
+            raise ConfigError(f"--set {text}: {e}") from None
     validate(cfg)
     return cfg
 
