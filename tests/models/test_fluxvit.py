@@ -97,6 +97,27 @@ def test_model_config_values_are_checked(override, problem):
     assert fluxvit.create_model("fluxvit_nano_patch14", mlp_ratio=3, pos_grid=[4, 2, 2]).config.pos_grid == (4, 2, 2)
 
 
+def test_local_positional_embedding_fast_path_equals_the_convolution():
+    """Kernel 1 takes a multiply-add instead of the depth-wise convolution: same output and the
+    same gradients, with and without autograd."""
+    from fluxvit.models.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4, lpe_kernel=1)
+    torch.nn.init.normal_(attn.lpe.weight)
+    torch.nn.init.normal_(attn.lpe.bias)
+    out, v = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
+    reference = out + attn.lpe(v.transpose(1, 2)).transpose(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(attn._add_local_pos(out.clone(), v), reference)
+    fast = attn._add_local_pos(out, v)
+    torch.testing.assert_close(fast, reference)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), attn.lpe.weight)
+    (g_ref,) = torch.autograd.grad(reference.square().sum(), attn.lpe.weight)
+    torch.testing.assert_close(g_fast, g_ref)
+    assert g_fast.abs().sum() > 0
+
+
 def test_positional_table_is_cached_in_eval_and_follows_parameter_changes():
     model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=3, depth=1).eval()
     with torch.no_grad():
