@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import measure as training_rate  # noqa: E402
 from common import write_result  # noqa: E402
 
 from fluxvit.data.annotations import VideoRecord  # noqa: E402
@@ -33,12 +34,15 @@ from fluxvit.data.flux_sampler import FluxBatchSampler  # noqa: E402
 from fluxvit.data.sampling import segment_indices  # noqa: E402
 from fluxvit.data.transforms import TrainTransform  # noqa: E402
 from fluxvit.data.video import PyAVReader  # noqa: E402
+from fluxvit.demo import DemoSettings  # noqa: E402
 from fluxvit.flux.grid import FluxGrid, Grid  # noqa: E402
 
 GRIDS = [Grid(8, 224), Grid(16, 224), Grid(24, 168)]
-# the demo recipe (configs/nano_synthetic_flux.yaml): FluxViT-nano, batch 8, budget 256
-DEMO_FLUX = FluxGrid(frames=(4, 16, 2), sizes=(56, 112, 14), min_tokens=256, max_tokens=1024)
-DEMO_BATCH, DEMO_BUDGET = 8, 256
+# the demo's Flux recipe (fluxvit.demo.DemoSettings): its grid family, batch and smallest head budget
+DEMO = DemoSettings()
+DEMO_FLUX = FluxGrid(frames=DEMO.flux_frames, sizes=DEMO.flux_sizes, min_tokens=DEMO.flux_tokens[0],
+                     max_tokens=DEMO.flux_tokens[1])
+DEMO_BATCH, DEMO_BUDGET = DEMO.batch_size, min(DEMO.flux_heads)
 
 
 def moving_scene(frames: int, height: int, width: int) -> np.ndarray:
@@ -106,31 +110,6 @@ def bench_pipeline(path: Path, clips: int) -> list[dict]:
     return rows
 
 
-def nano_training_rate(steps: int) -> float:
-    """Clips/s of FluxViT-nano training steps (forward, backward, AdamW) at the demo recipe, averaged
-    over the demo's Flux grids drawn in turn, on random data (the data loader's consumer)."""
-    import fluxvit
-
-    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=10)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    sampler = FluxBatchSampler(DEMO_BATCH * (steps + 2), DEMO_BATCH, DEMO_FLUX, seed=0)
-    grids = [b[0].grid for b in sampler][: steps + 1]
-
-    def step(g: Grid) -> None:
-        video = torch.randn(DEMO_BATCH, 3, g.frames, g.height, g.width)
-        loss = torch.nn.functional.cross_entropy(model(video, num_tokens=DEMO_BUDGET), torch.zeros(DEMO_BATCH).long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    step(grids[0])  # warm-up
-    start = time.perf_counter()
-    for g in grids[1:]:
-        step(g)
-    return DEMO_BATCH * steps / (time.perf_counter() - start)
-
-
 def main(quick: bool = False) -> dict:
     clips = 6 if quick else 20
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,16 +126,18 @@ def main(quick: bool = False) -> dict:
                                               batch=DEMO_BATCH, budget=DEMO_BUDGET), 1)
             for w in (1, 2)
         }
-        train_rate = nano_training_rate(2 if quick else 5)
+        consumed = {objective: training_rate("fluxvit_nano_patch14", objective == "flux_multi", 6 if quick else 10,
+                                             Path(tmp))["clips_per_s"] for objective in ("fixed", "flux_multi")}
     result = {
         "decode_strategies_8_frames": strategies,
         "pipeline_640x360_sparse": pipeline,
         "demo": {
             "pipeline_clips_per_s": demo_rates,
-            "nano_training_clips_per_s": round(train_rate, 1),
+            "nano_training_clips_per_s": consumed,
             "torch_threads_for_training": torch.get_num_threads(),
-            "note": "demo recipe: FluxViT-nano, batch 8, budget 256, Flux grids T 4..16, R 56..112; "
-                    "112x112 16-frame H.264 clips like the synthetic benchmark's",
+            "note": f"demo recipe: FluxViT-nano, batch {DEMO_BATCH}, Flux grids T {DEMO.flux_frames}, "
+                    f"R {DEMO.flux_sizes}, {DEMO.flux_tokens} tokens; 112x112 16-frame H.264 clips like the "
+                    "synthetic benchmark's; training rates from bench_train.py (in-memory clips)",
         },
     }
     write_result("bench_data", result)

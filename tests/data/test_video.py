@@ -11,7 +11,7 @@ import torch
 from conftest import coded_frames, frame_ids, write_vfr
 
 from fluxvit.data.encode import write_video
-from fluxvit.data.video import PyAVReader, make_reader, plan_reads
+from fluxvit.data.video import CachedReader, PyAVReader, make_reader, plan_reads
 from fluxvit.errors import ConfigError, VideoError
 
 STRATEGIES = ("auto", "seek", "sequential")
@@ -154,3 +154,39 @@ def test_backend_choice():
         if importlib.util.find_spec(name) is None:
             with pytest.raises(ConfigError, match="not installed"):
                 make_reader(name)
+
+
+class _CountingReader(PyAVReader):
+    def __init__(self):
+        super().__init__()
+        self.decoded = 0
+
+    def read(self, path, indices):
+        self.decoded += len(list(indices))
+        return super().read(path, indices)
+
+
+def test_cached_reader_decodes_each_video_once(make_video, broken_files):
+    a, b = make_video("a.mp4", n=30), make_video("b.mp4", n=20)
+    counting = _CountingReader()
+    cached = CachedReader(counting)
+    wanted = [29, 0, 5, 5, 40]  # unordered, repeated, past the end (clamped)
+    for _ in range(3):
+        assert frame_ids(cached.read(a, wanted)) == [29, 0, 5, 5, 29]
+        assert frame_ids(cached.read(b, [1, 19])) == [1, 19]
+    assert counting.decoded == 30 + 20  # each video decoded whole, once
+    assert cached.cached_bytes == (30 + 20) * 48 * 64 * 3 and cached.num_frames(a) == 30
+    assert torch.equal(cached.read(a, wanted), PyAVReader().read(a, wanted))
+    # a cache too small for a video: decoded whole once (to learn its size), then read directly
+    counting = _CountingReader()
+    small = CachedReader(counting, max_bytes=25 * 48 * 64 * 3)
+    for _ in range(2):
+        assert frame_ids(small.read(a, [3, 7])) == [3, 7]
+        assert frame_ids(small.read(b, [2])) == [2]
+    assert small.cached_bytes == 20 * 48 * 64 * 3 and counting.decoded == 30 + 2 + 20
+    # broken videos raise as the wrapped reader does, every time, and take no space
+    for path in broken_files.values():
+        for _ in range(2):
+            with pytest.raises(VideoError, match=str(path)):
+                small.read(path, [0])
+    assert small.cached_bytes == 20 * 48 * 64 * 3

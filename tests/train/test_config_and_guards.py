@@ -182,3 +182,30 @@ def test_annotation_file_whose_videos_are_all_missing_fails_before_training(tmp_
     cfg = load_config(None, ["objective.name=flux", "data.source=csv", f"data.train={tmp_path / 'train.csv'}"])
     with pytest.raises(ConfigError, match=r"train.csv: none of its 2 videos exist \(first: .*a.mp4\); set data.root"):
         build_sources(cfg)
+
+
+def test_decoded_frame_cache_gives_the_same_clips(tmp_path):
+    """``data.cache_gb``: the csv source decodes each video once and then gives exactly the clips
+    the uncached pipeline gives, for training (random frames and crops) and validation."""
+    from fluxvit.data.synthetic import make_synthetic_dataset
+    from fluxvit.flux.grid import Grid
+    from fluxvit.train.trainer import build_sources
+
+    make_synthetic_dataset(tmp_path, classes=["grow", "checker"], per_class=4, size=56, frames=8,
+                           val_fraction=0.5, workers=1)
+    common = ["data.source=csv", f"data.train={tmp_path / 'train.csv'}", f"data.val={tmp_path / 'val.csv'}"]
+    plain, plain_val = build_sources(load_config(None, common))
+    cached, cached_val = build_sources(load_config(None, [*common, "data.cache_gb=0.5"]))
+    for epoch in range(2):
+        for i in range(len(plain)):
+            grid = Grid(4 + 2 * epoch, 56)
+            a = plain.clip(i, grid, torch.Generator().manual_seed(epoch * 10 + i), train=True)
+            b = cached.clip(i, grid, torch.Generator().manual_seed(epoch * 10 + i), train=True)
+            assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    reader = cached.train_set.reader
+    assert len(reader._frames) == len(plain) and reader.cached_bytes == len(plain) * 8 * 56 * 56 * 3
+    for i in range(len(plain_val)):
+        assert torch.equal(cached_val.clip(i, Grid(8, 56), None, train=False)[0],
+                           plain_val.clip(i, Grid(8, 56), None, train=False)[0])
+    with pytest.raises(ConfigError, match="data.cache_gb must be >= 0, got -1.0"):
+        load_config(None, ["data.cache_gb=-1"])

@@ -469,3 +469,47 @@ def make_reader(backend: str = "pyav", **kwargs) -> VideoReader:
     if backend == "decord":
         return DecordReader()
     raise ConfigError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+# ----------------------------------------------------------------------------- decoded-frame cache
+class CachedReader:
+    """Decode each video once, whole, and serve every later read from memory.
+
+    For datasets that fit in memory and are read many times (small benchmarks, many epochs on
+    few videos): after the first epoch no frame is decoded again, which on 2 CPU cores leaves the
+    cores to the model. ``max_bytes`` bounds the cache; videos met once it is full are read from
+    ``reader`` each time, as without a cache. Broken videos raise as ``reader`` does and are not
+    cached. One cache per process (each DataLoader worker fills its own).
+    """
+
+    def __init__(self, reader: VideoReader | None = None, max_bytes: int = 8 * 2**30) -> None:
+        self.reader = reader if reader is not None else PyAVReader()
+        self.max_bytes = max_bytes
+        self.cached_bytes = 0
+        self._frames: dict[str, torch.Tensor] = {}
+        self._too_big: set[str] = set()  # met when the cache had no room: read directly from then on
+
+    def _whole(self, path: str | os.PathLike) -> torch.Tensor | None:
+        key = os.fspath(path)
+        frames = self._frames.get(key)
+        if frames is None and key not in self._too_big and self.cached_bytes < self.max_bytes:
+            frames = self.reader.read(path, range(self.reader.num_frames(path)))
+            if self.cached_bytes + frames.numel() <= self.max_bytes:
+                self._frames[key] = frames
+                self.cached_bytes += frames.numel()
+            else:
+                self._too_big.add(key)
+        return frames
+
+    def probe(self, path: str | os.PathLike) -> VideoInfo:
+        return self.reader.probe(path)
+
+    def num_frames(self, path: str | os.PathLike) -> int:
+        frames = self._frames.get(os.fspath(path))
+        return frames.shape[0] if frames is not None else self.reader.num_frames(path)
+
+    def read(self, path: str | os.PathLike, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        frames = self._whole(path)
+        if frames is None:
+            return self.reader.read(path, indices)
+        return frames[clamp_indices(indices, frames.shape[0], path)]

@@ -53,6 +53,9 @@ class DataConfig:
     frames: int = 16  # synthetic: rendered frames per clip
     batch_size: int = 8  # clips per rank per micro-step
     workers: int = 0  # DataLoader worker processes
+    # csv: keep up to this many GiB of decoded frames in memory per process, so each video is
+    # decoded once rather than every epoch (small datasets, few cores); 0: no cache
+    cache_gb: float = 0.0
     flip: bool = True  # random horizontal flip (turn off for direction-sensitive classes)
     # Random resized crop: the fraction of the frame's area and the aspect-ratio range (w/h) of
     # the box. The defaults are the release's (Kinetics); data whose evidence is small or
@@ -345,6 +348,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("steps", "log_every", "ckpt_every", "keep_last", "max_bad_steps"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.data.cache_gb < 0:
+        raise ConfigError(f"data.cache_gb must be >= 0, got {cfg.data.cache_gb}")
     if cfg.data.batch_size < 1 or cfg.optim.accum_steps < 1:
         raise ConfigError("data.batch_size and optim.accum_steps must be >= 1")
     if not 0.0 <= cfg.model.drop_path < 1.0:

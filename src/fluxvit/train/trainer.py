@@ -72,7 +72,7 @@ def build_sources(cfg: TrainConfig) -> tuple[ClipSource, ClipSource | None]:
         return train, val
     from fluxvit.train.video_source import csv_sources
 
-    return csv_sources(d.train, d.val, d.root, transform)
+    return csv_sources(d.train, d.val, d.root, transform, int(d.cache_gb * 2**30))
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> FluxViT:

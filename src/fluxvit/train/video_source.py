@@ -22,10 +22,10 @@ class VideoFileSource:
     the trainer counts and replaces.
     """
 
-    def __init__(self, annotations, transform: TrainTransform) -> None:
+    def __init__(self, annotations, transform: TrainTransform, reader=None) -> None:
         from fluxvit.data.datasets import VideoClipDataset
 
-        self.train_set = VideoClipDataset(annotations, transform=transform)
+        self.train_set = VideoClipDataset(annotations, reader=reader, transform=transform)
         self.eval_transform = EvalTransform(num_crops=1)
         n = len(self.train_set.records)
         self.classes = list(annotations.classes) if annotations.classes else [str(i) for i in range(_num_labels(
@@ -63,16 +63,22 @@ def check_paths(annotations) -> None:
                     len(missing), len(annotations.records), missing[0].path)
 
 
-def csv_sources(train: str, val: str | None, root: str | None, transform: TrainTransform):
+def csv_sources(train: str, val: str | None, root: str | None, transform: TrainTransform,
+                cache_bytes: int = 0):
     """(train, val) clip sources from annotation files (``classes.txt`` beside them if present);
-    ``transform`` makes the training clips (validation uses the centre view)."""
+    ``transform`` makes the training clips (validation uses the centre view). ``cache_bytes`` > 0:
+    each source keeps up to that many bytes of decoded frames in memory (``CachedReader``)."""
     from fluxvit.data.annotations import read_annotations
+    from fluxvit.data.video import CachedReader
+
+    def reader():
+        return CachedReader(max_bytes=cache_bytes) if cache_bytes > 0 else None
 
     annotations = [read_annotations(path, root) for path in (train, val) if path]
     for a in annotations:
         check_paths(a)
-    train_source = VideoFileSource(annotations[0], transform)
-    val_source = VideoFileSource(annotations[1], transform) if val else None
+    train_source = VideoFileSource(annotations[0], transform, reader())
+    val_source = VideoFileSource(annotations[1], transform, reader()) if val else None
     if val_source is not None and not val_source.classes == train_source.classes:
         val_source.classes = train_source.classes
     return train_source, val_source
