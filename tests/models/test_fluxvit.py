@@ -89,12 +89,15 @@ def test_bad_inputs_are_config_errors(nano):
     ({"head_budgets": [64, 0]}, "'head_budgets' must be positive, got \\(64, 0\\)"),
     ({"depth": -1}, "'depth' must be positive, got -1"),
     ({"mlp_ratio": 0}, "'mlp_ratio' must be positive"),
+    ({"lpe_kernel": -1}, "'lpe_kernel' must be >= 0, got -1"),
 ])
 def test_model_config_values_are_checked(override, problem):
     """Configs also arrive from files (checkpoint metadata): a wrong type or size is named."""
     with pytest.raises(ConfigError, match=problem):
         fluxvit.create_model("fluxvit_nano_patch14", **override)
     assert fluxvit.create_model("fluxvit_nano_patch14", mlp_ratio=3, pos_grid=[4, 2, 2]).config.pos_grid == (4, 2, 2)
+    no_lpe = fluxvit.create_model("fluxvit_nano_patch14", lpe_kernel=0, depth=1)  # 0: no local pos-embed
+    assert no_lpe.blocks[0].attn.lpe is None and no_lpe(torch.zeros(1, 3, 2, 28, 28)).shape == (1, 400)
 
 
 def test_local_positional_embedding_fast_path_equals_the_convolution():

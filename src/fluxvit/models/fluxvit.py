@@ -56,10 +56,12 @@ class FluxViTConfig:
             elif kind == "bool" and not isinstance(value, bool):
                 raise ConfigError(f"model config {f.name!r} must be true or false, got {value!r:.60}")
         for name in ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "clip_embed_dim", "pool_heads",
-                     "num_classes", "gpe_kernel", "lpe_kernel", "pos_grid", "head_budgets", "default_grid"):
+                     "num_classes", "gpe_kernel", "pos_grid", "head_budgets", "default_grid"):
             value = getattr(self, name)
             if min(value if isinstance(value, tuple) else (value,), default=1) < 1:
                 raise ConfigError(f"model config {name!r} must be positive, got {value!r:.60}")
+        if self.lpe_kernel < 0:  # 0: no local positional embedding
+            raise ConfigError(f"model config 'lpe_kernel' must be >= 0, got {self.lpe_kernel}")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"model config 'mlp_ratio' must be positive, got {self.mlp_ratio}")
         if not self.head_budgets:
