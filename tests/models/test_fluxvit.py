@@ -85,7 +85,7 @@ def test_bad_inputs_are_config_errors(nano):
     ({"depth": 2.0}, "'depth' must be an integer, got 2.0"),
     ({"qk_norm": 1}, "'qk_norm' must be true or false, got 1"),
     ({"mlp_ratio": "4"}, "'mlp_ratio' must be a number"),
-    ({"pos_grid": [8, "4", 4]}, "'pos_grid' must be a list of integers"),
+    ({"pos_grid": [8, "4", 4]}, "'pos_grid' must be a list of 3 integers"),
     ({"head_budgets": [64, 0]}, "'head_budgets' must be positive, got \\(64, 0\\)"),
     ({"depth": -1}, "'depth' must be positive, got -1"),
     ({"mlp_ratio": 0}, "'mlp_ratio' must be positive"),

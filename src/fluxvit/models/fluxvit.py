@@ -15,6 +15,7 @@ from fluxvit.flux.grid import Grid
 from fluxvit.flux.selectors import Selector, get_selector
 from fluxvit.models.layers import AlignmentProjector, AttentionPooling, Block
 from fluxvit.models.pos_embed import DualNormPatchEmbed, GlobalPosEmbed
+from fluxvit.typecheck import check_fields
 
 
 @dataclass
@@ -43,18 +44,7 @@ class FluxViTConfig:
     default_grid: tuple[int, int] = (8, 224)  # (T, R) used when a caller gives only a budget
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # configs also come from files (checkpoint metadata): check each value
-            value, kind = getattr(self, f.name), str(f.type)
-            if kind.startswith("tuple"):
-                if not isinstance(value, (tuple, list)) or not all(_is_int(v) for v in value):
-                    raise ConfigError(f"model config {f.name!r} must be a list of integers, got {value!r:.60}")
-                setattr(self, f.name, tuple(int(v) for v in value))
-            elif kind == "int" and not _is_int(value):
-                raise ConfigError(f"model config {f.name!r} must be an integer, got {value!r:.60}")
-            elif kind == "float" and not (_is_int(value) or isinstance(value, float)):
-                raise ConfigError(f"model config {f.name!r} must be a number, got {value!r:.60}")
-            elif kind == "bool" and not isinstance(value, bool):
-                raise ConfigError(f"model config {f.name!r} must be true or false, got {value!r:.60}")
+        check_fields(self, "model config")  # configs also come from files (checkpoint metadata)
         for name in ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "clip_embed_dim", "pool_heads",
                      "num_classes", "gpe_kernel", "pos_grid", "head_budgets", "default_grid"):
             value = getattr(self, name)
@@ -79,10 +69,6 @@ class FluxViTConfig:
         if unknown:
             raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
         return cls(**d)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class FluxViT(nn.Module):

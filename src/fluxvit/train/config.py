@@ -10,8 +10,6 @@ the final config beside the run.
 from __future__ import annotations
 
 import dataclasses
-import reprlib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import yaml
 
 from fluxvit.errors import ConfigError
+from fluxvit.typecheck import coerce, show
 
 OBJECTIVES = ("fixed", "flux", "flux_multi", "distill")
 PRECISIONS = ("fp32", "bf16")
@@ -153,15 +152,6 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- reading YAML
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 1, 4, 4, 60, 60
-
-
-def _show(value: Any) -> str:
-    """A bounded repr for messages: YAML aliases can nest a few lines into billions of items."""
-    return _SHORT.repr(value)
-
-
 class _StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (plain data only, no tags that build objects) that also refuses a key
     written twice in one mapping, which PyYAML would silently resolve to the last value."""
@@ -197,46 +187,6 @@ def _load_yaml(text: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- merging
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against the type ``hint`` (int -> float allowed); return it coerced."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {_show(value)}")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} must be a list, got {_show(value)}")
-        return [_coerce(v, item, key) for v in value]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false, got {_show(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r} must be an integer, got {_show(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} must be a number, got {_show(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r} must be a string, got {_show(value)}")
-        return value
-    raise ConfigError(f"config key {key!r}: unsupported type {hint}")
-
-
 def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     """Set ``values`` (a nested dict) on the dataclass ``obj``, checking keys and types."""
     if not isinstance(values, dict):
@@ -247,12 +197,12 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
         full = f"{prefix}{key}"
         if key not in names:
             known = ", ".join(sorted(names))
-            raise ConfigError(f"unknown config key {_show(full)} (known here: {known})")
+            raise ConfigError(f"unknown config key {show(full)} (known here: {known})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, f"{full}.")
         else:
-            setattr(obj, key, _coerce(value, hints[key], full))
+            setattr(obj, key, coerce(value, hints[key], full))
 
 
 def _parse_override(text: str) -> dict:
