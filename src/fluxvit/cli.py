@@ -86,11 +86,13 @@ def _add_synth(sub) -> None:
     p = _add(sub, "synth", "write the synthetic video benchmark: mp4 clips + train.csv, val.csv, classes.txt",
              "fluxvit synth data/synth --per-class 80 --size 112 --frames 16 --seed 0", cmd_synth)
     p.epilog = ("every clip: a static textured background, static and slowly drifting distractor shapes,\n"
-                "per-frame noise, and one small moving actor that carries the class.\n"
-                "classes ([time]: needs several frames in order; [detail]: needs full resolution):\n"
+                "per-frame noise, and one actor (about 3x3 patches) that carries the class.\n"
+                "classes ([time]: needs several frames in order; [detail]: needs full resolution;\n"
+                "[motion]: opt-in, harder - needs the direction of a motion):\n"
                 + describe_classes())
     p.add_argument("out", help="output directory (new, or empty; see --force)")
-    p.add_argument("--classes", nargs="+", default=None, help="class names (default: all, in the order below)")
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="class names (default: the 10 time and detail classes, in the order below)")
     p.add_argument("--per-class", type=int, default=80, help="clips per class, train + val (default 80)")
     p.add_argument("--size", type=int, default=112, help="frame height = width in pixels, even (default 112)")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")

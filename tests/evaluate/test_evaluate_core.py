@@ -8,7 +8,7 @@ import fluxvit
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.latency import budget_for_latency, budget_ladder, measure_latency
 from fluxvit.evaluate.metrics import ViewAccumulator, per_class_accuracy, topk_accuracy
-from fluxvit.evaluate.report import markdown_table, plot_accuracy_vs_gflops
+from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
 from fluxvit.evaluate.token_optimization import (
     SearchSpace,
     choices_metadata,
@@ -94,5 +94,8 @@ def test_token_mosaic_dims_dropped_tokens():
 def test_report_table_and_plot(tmp_path):
     table = markdown_table([{"budget": 64, "acc": 51.25, "x": None}], [("budget", "N"), ("acc", "top-1"), ("x", "X")])
     assert table.splitlines()[2] == "| 64 | 51.2 | – |"
+    rows = [{"g": g} for g in (439.6, 83.14, 0.04812, 0.0)]
+    assert markdown_table(rows, [("g", "GFLOPs", format_gflops)]).splitlines()[2:] == [
+        "| 440 |", "| 83.1 |", "| 0.0481 |", "| 0 |"]
     png = plot_accuracy_vs_gflops({"a": [(1.0, 50.0), (2.0, 60.0)], "b": [(1.5, 40.0)]}, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.part*"))

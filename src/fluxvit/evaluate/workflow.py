@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxvit.data.annotations import Annotations
-from fluxvit.evaluate.report import markdown_table, plot_accuracy_vs_gflops
+from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
 from fluxvit.evaluate.runner import Views, default_grid, evaluate, token_optimization_scorer
 from fluxvit.evaluate.token_optimization import (
     BudgetChoice,
@@ -29,7 +29,7 @@ METHODS = {
     "selection": "selection from the default grid",
     "to": "Token Optimization",
 }
-COLUMNS = [("budget", "tokens"), ("gflops", "GFLOPs"), ("fewer_frames", "fewer frames"),
+COLUMNS = [("budget", "tokens"), ("gflops", "GFLOPs", format_gflops), ("fewer_frames", "fewer frames"),
            ("lower_resolution", "lower res."), ("selection", "selection"), ("to", "TO"), ("to_grid", "TO grid")]
 
 

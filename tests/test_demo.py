@@ -1,0 +1,65 @@
+"""The main job end to end: ``fluxvit demo --quick`` (about two minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fluxvit.cli import main
+from fluxvit.evaluate.token_optimization import stored_grid
+from fluxvit.models.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["demo", "--quick", "--out", str(out)])
+    return rc, printed.getvalue(), out
+
+
+def _rows(table: str) -> list[list[str]]:
+    lines = [ln for ln in table.splitlines() if re.match(r"\| \d+ \|", ln)]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+
+
+def test_quick_demo_prints_the_table_and_writes_everything(quick_demo):
+    rc, printed, out = quick_demo
+    assert rc == 0
+    rows = _rows(printed)
+    # tokens, of baseline, GFLOPs, ms/clip, fewer frames, lower res., baseline + sel., Flux, Flux + TO, TO grid
+    assert [(r[0], r[1]) for r in rows] == [("64", "1/8"), ("128", "1/4"), ("512", "1")]
+    gflops = [float(r[2]) for r in rows]
+    assert 0 < gflops[0] < gflops[1] < gflops[2] < 1.0  # a nano model: well under a GFLOP a view
+    assert all(float(r[3]) > 0 for r in rows)
+    accs = [[float(x) for x in r[4:9]] for r in rows]
+    assert all(0.0 <= a <= 100.0 for row in accs for a in row)
+    # At the baseline's own token count, "fewer frames", "lower resolution" and "selection" are
+    # all the baseline on its full 8x112 grid: the same number.
+    assert accs[2][0] == accs[2][1] == accs[2][2]
+    assert all(re.fullmatch(r"\d+x\d+", r[9]) for r in rows)
+
+    report = (out / "report.md").read_text()
+    assert printed.strip().splitlines()[0] in report and "Run time:" in report
+    assert (out / "accuracy_vs_gflops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "token_optimization" / "token_optimization.png").is_file()
+    assert not list(out.rglob("*.part"))
+
+
+def test_quick_demo_checkpoints_load_and_carry_the_token_optimization(quick_demo):
+    _, _, out = quick_demo
+    base = load_checkpoint(out / "baseline" / "model.safetensors")
+    flux = load_checkpoint(out / "flux" / "model.safetensors")
+    assert base.config.head_budgets == (512,) and flux.config.head_budgets == (512, 256, 128)
+    assert base.class_names == flux.class_names and len(flux.class_names) == 10
+    # TO stored its best grid per budget with the Flux checkpoint, and the table shows that grid.
+    _, printed, _ = quick_demo
+    shown = {int(r[0]): r[9] for r in _rows(printed)}
+    for budget, grid in shown.items():
+        stored = stored_grid(flux.checkpoint_meta, budget)
+        assert stored is not None and f"{stored.frames}x{stored.height}" == grid
