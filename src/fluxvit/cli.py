@@ -392,7 +392,8 @@ def _add_demo(sub) -> None:
     p = _add(sub, "demo", "the main job: synthetic benchmark, fixed-grid vs Flux training, Token Optimization, "
              "accuracy/GFLOPs/latency table, plot and report", "fluxvit demo --quick", cmd_demo)
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick)")
-    p.add_argument("--quick", action="store_true", help="about 2 minutes: less data, fewer steps")
+    p.add_argument("--quick", action="store_true",
+                   help="about a minute: every stage on little data (a smoke run; accuracies stay near chance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="training steps per model (override)")
 

@@ -64,7 +64,8 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, out: str = "runs/demo-quick", seed: int = 0) -> DemoSettings:
-        """About two minutes on 2 cores: little data, few steps (the effect is weaker)."""
+        """About one minute on 2 cores: every stage runs on little data for few steps - a smoke
+        run of the pipeline; the models learn too little to show the effect (near chance)."""
         return cls(out=out, seed=seed, per_class=16, steps=60, batch_size=8, budgets=(64, 128, 512),
                    search_frames=(4, 8, 16), search_sizes=(56, 112), test_views="1x1")
 
