@@ -12,7 +12,7 @@ colours the actors use), usually one distractor drifting slowly (0.3-1 px/frame)
 whose appearance over time, or whose fine texture, carries the class, and fresh Gaussian noise
 on every frame (sigma 1.5-4 grey levels). Most tokens are therefore redundant, as in real
 video: the background never changes apart from noise, and the class lives on an object of
-roughly 3x3 patches (patch 14 at 112 px, 10-20% of the frame) whose tokens change from frame
+roughly 3x3 patches (patch 14 at 112 px, 8-20% of the frame) whose tokens change from frame
 to frame, so a selector that keeps the tokens which change most finds it. Every nuisance is
 drawn per clip: background, colours, distractors, actor position, size, speed and direction.
 

@@ -40,11 +40,6 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(directory)
-    return found[-1][1] if found else None
-
-
 def rng_state() -> dict:
     """Every global RNG's state, in a form ``weights_only`` loading accepts."""
     np_state = np.random.get_state()

@@ -360,9 +360,9 @@ def _resume_state(resume: bool | str | Path, ckpt_dir: Path) -> tuple[Path, dict
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such training checkpoint")
         ckpt_dir = path / CKPT_DIR if checkpointing.list_checkpoints(path / CKPT_DIR) else path
-        if not checkpointing.list_checkpoints(ckpt_dir):
-            raise CheckpointError(f"{path}: holds no training checkpoint")
     found = checkpointing.list_checkpoints(ckpt_dir)
+    if not found and resume is not True:
+        raise CheckpointError(f"{resume}: holds no training checkpoint")
     for _, candidate in reversed(found):
         try:
             return candidate, checkpointing.load_training_state(candidate)
