@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -164,7 +165,10 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
                 f"code ({detail[:120]})"
             ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail[:120]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
+            # garbage that happens to parse as pickle opcodes trips the unpickler's own stack and
+            # memo lookups (measured on 3000 random 1000-byte files: 196 IndexError, 28 KeyError)
+            IndexError, KeyError, TypeError, AttributeError, OverflowError, struct.error) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)[:160]})") from None
     for key in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
