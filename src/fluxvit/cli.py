@@ -210,7 +210,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     report = token_optimization_report(
         model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
-        workers=args.workers,
+        workers=args.workers, min_gain_se=args.min_gain_se,
     )
     print(report.table)
     print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
@@ -297,6 +297,9 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views while searching (default 1x1)")
     p.add_argument("--subset", type=float, default=0.3, help="fraction of videos for the first pass")
     p.add_argument("--refine", type=int, default=3, help="best candidates re-scored on all videos")
+    p.add_argument("--min-gain-se", type=float, default=2.0,
+                   help="keep the model's default grid unless another beats it by more than this many standard "
+                        "errors of the paired difference on the same videos (0: take the best outright, as the paper)")
     p.add_argument("--out", default="runs/optimize", help="folder for report.md and the plot")
     p.add_argument("--save-to", default=None, help="checkpoint to store the choices in (default: --checkpoint)")
 

@@ -74,10 +74,22 @@ def test_optimize_stores_choices_used_by_eval_and_predict(setup, capsys):
     model = fluxvit.load_checkpoint(work)
     stored = model.checkpoint_meta["token_optimization"]
     assert set(stored) == {"16", "32"}
+    # every choice says why, against the model's default grid
+    assert all(r["decision"].startswith(("kept default", "switched", "default grid is the best"))
+               for r in stored.values())
+    assert "| why (best other grid vs default, paired) |" in out
     assert cli(["eval", "--checkpoint", str(work), "--data", str(data.val_csv), "--budget", "16",
                 "--views", "1x1", "--json"]) == 0
     (res,) = _json_lines(capsys.readouterr().out)
     assert res["grid"] == stored["16"]["grid"] and res["budget"] == 16
+
+
+def test_optimize_rejects_a_negative_noise_threshold(setup, capsys):
+    root, data, ckpt = setup
+    assert cli(["optimize", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--budgets", "16",
+                "--min-gain-se", "-1", "--out", str(root / "neg")]) == 2
+    err = capsys.readouterr().err
+    assert "min_gain_se must be >= 0" in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_predict_prints_labels_draws_tokens_and_reports_broken(setup, tmp_path, capsys):

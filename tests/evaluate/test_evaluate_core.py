@@ -10,6 +10,7 @@ from fluxvit.evaluate.latency import budget_for_latency, budget_ladder, measure_
 from fluxvit.evaluate.metrics import ViewAccumulator, per_class_accuracy, topk_accuracy
 from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
 from fluxvit.evaluate.token_optimization import (
+    Score,
     SearchSpace,
     choices_metadata,
     optimize_budget,
@@ -29,6 +30,7 @@ def test_views_are_averaged_per_video_in_softmax_space():
     assert res["videos"] == 2 and res["views"] == 3
     assert res["top1"] == 50.0 and res["top5"] == 100.0
     assert res["per_class"] == [0.0, None, 100.0]
+    assert acc.result(per_video=True)["per_video"] == {"a": True, "b": False}
 
 
 def test_topk_and_per_class():
@@ -49,23 +51,82 @@ def test_search_space_and_plain_grids():
         SearchSpace(frames=(1,), sizes=(28,)).candidates(1000, 14)
 
 
+def outcomes(right: int, total: int = 100, offset: int = 0) -> Score:
+    """A Score over videos 0..total-1 with videos offset..offset+right-1 correct."""
+    return Score({v: offset <= v < offset + right for v in range(total)})
+
+
+def test_score_top1_and_paired_gain_count_only_shared_videos():
+    a = Score({0: True, 1: True, 2: False, 3: False, 4: True})
+    b = Score({0: True, 1: False, 2: True, 3: False, 5: True})
+    assert a.top1 == 60.0 and b.top1 == 60.0
+    # shared 0..3: a alone right on 1, b alone right on 2
+    assert a.paired_gain(b) == (0, pytest.approx(2 ** 0.5))
+    # 0..69 right vs 5..64 right: b = 10 (0..4 and 65..69), c = 0
+    assert outcomes(70).paired_gain(outcomes(60, offset=5)) == (10, pytest.approx(10 ** 0.5))
+
+
 def test_two_stage_search_refines_the_best_subset_scores_and_prefers_cheaper_ties():
     cands = [Grid(2, 112), Grid(4, 112), Grid(8, 56), Grid(8, 112)]
-    subset = {"2x112": 50.0, "4x112": 70.0, "8x56": 70.0, "8x112": 60.0}
-    full = {"4x112": 80.0, "8x56": 80.0, "8x112": 90.0}
+    subset = {"2x112": 50, "4x112": 70, "8x56": 70, "8x112": 60}
+    full = {"4x112": 80, "8x56": 80, "8x112": 90}
     calls = []
 
     def score(grid, on_subset):
         key = str(grid.with_budget(None))
         calls.append((key, on_subset))
-        return subset[key] if on_subset else full[key]
+        return outcomes(subset[key] if on_subset else full[key])
 
     choice = optimize_budget(128, cands, score, refine_top=2)
     assert sorted(c[0] for c in calls if not c[1]) == ["4x112", "8x56"]  # top-2 refined
     assert str(choice.best) == "8x56@128"  # tie 80/80 -> fewer patches (512 vs 1024)
+    assert choice.reference is None and choice.accuracy == 80.0
     meta = choices_metadata({128: choice})
     assert stored_grid(meta, 128) == Grid(8, 56, budget=128) and stored_grid(meta, 64) is None
     json.dumps(meta)  # storable
+
+
+def search_against_default(candidate: Score, default: Score, **kw):
+    """Search two grids, 4x112 (the challenger) and 8x112 (the model's default grid)."""
+    scores = {"4x112": candidate, "8x112": default}
+    calls = []
+
+    def score(grid, on_subset):
+        calls.append((str(grid.with_budget(None)), on_subset))
+        return scores[str(grid.with_budget(None))]
+
+    choice = optimize_budget(128, [Grid(4, 112)], score, refine_top=1, reference=Grid(8, 112), **kw)
+    return choice, calls
+
+
+def test_default_grid_is_kept_unless_the_best_beats_it_beyond_noise():
+    # The demo's real case: the challenger gets 11 videos the default misses, misses 9 it gets:
+    # +2 videos, SE sqrt(20) = 4.5 -> 0.45 SE -> keep the default.
+    default = Score({v: v < 120 for v in range(160)})
+    noisy = Score({v: v < 111 or 120 <= v < 131 for v in range(160)})  # c = 9 (111..119), b = 11
+    choice, calls = search_against_default(noisy, default)
+    assert ("8x112", False) in calls and ("8x112", True) not in calls  # default scored in full only
+    assert (choice.gain_videos, round(choice.gain_se, 2)) == (2, 0.45)
+    assert choice.best == Grid(8, 112, budget=128) and choice.accuracy == 75.0 and choice.kept_reference
+    assert choice.decision() == "kept default: 4x112 +2 videos (0.4 SE)"
+    # The paper's plain argmax takes the noisy winner.
+    assert search_against_default(noisy, default, min_gain_se=0)[0].best == Grid(4, 112, budget=128)
+    # A clear gain: 12 more videos right, none lost -> 12 / sqrt(12) = 3.5 SE -> switch.
+    clear = Score({v: v < 132 for v in range(160)})
+    choice, _ = search_against_default(clear, default)
+    assert choice.best == Grid(4, 112, budget=128) and choice.accuracy == 82.5
+    assert choice.reference_accuracy == 75.0 and choice.decision() == "switched: 4x112 +12 videos (3.5 SE)"
+    # ... but not at a stricter threshold.
+    assert search_against_default(clear, default, min_gain_se=4)[0].kept_reference
+    with pytest.raises(ConfigError, match="min_gain_se"):
+        search_against_default(clear, default, min_gain_se=-1)
+
+
+def test_default_grid_smaller_than_the_budget_is_no_reference():
+    choice, _ = search_against_default(outcomes(50), outcomes(90))  # the default wins outright
+    assert choice.kept_reference and choice.decision() == "kept default: 4x112 -40 videos (-6.3 SE)"
+    choice = optimize_budget(1024, [Grid(16, 112)], lambda g, sub: outcomes(40), reference=Grid(8, 112))
+    assert choice.reference is None and choice.best == Grid(16, 112, budget=1024)  # 8x112 has 512 < 1024
 
 
 def test_latency_budget_is_measured_cached_and_monotone(tmp_path, monkeypatch):

@@ -41,12 +41,16 @@ class ViewAccumulator:
         labels = torch.tensor([self._labels[v] for v in ids])
         return ids, probs, labels
 
-    def result(self, per_class: bool = False) -> dict:
+    def result(self, per_class: bool = False, per_video: bool = False) -> dict:
+        """videos, views, top1, top5 (%); with ``per_class`` each class's top-1, with
+        ``per_video`` each video's top-1 outcome ({video id: correct})."""
         ids, probs, labels = self.video_probs()
         out = {"videos": len(ids), "views": int(sum(self._views.values()))}
         out.update(topk_accuracy(probs, labels, (1, 5)))
         if per_class:
             out["per_class"] = per_class_accuracy(probs, labels, self.num_classes)
+        if per_video:
+            out["per_video"] = dict(zip(ids, (probs.argmax(dim=1) == labels).tolist())) if ids else {}
         return out
 
 

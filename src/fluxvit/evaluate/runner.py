@@ -21,7 +21,7 @@ from fluxvit.data.datasets import CountBroken, SkipBroken, VideoViewDataset, col
 from fluxvit.data.transforms import EvalTransform
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.metrics import ViewAccumulator
-from fluxvit.evaluate.token_optimization import ScoreFn, stored_grid
+from fluxvit.evaluate.token_optimization import Score, ScoreFn, stored_grid
 from fluxvit.flux.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,13 @@ def run_views(
 def evaluate(
     model, annotations: Annotations, grid: Grid, views: Views = Views(), head: int | None = None,
     per_class: bool = False, workers: int = 0, progress: bool = False,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | None = None, per_video: bool = False,
 ) -> dict:
     """Multi-view accuracy of ``model`` at ``grid`` (its budget, if any, selects tokens).
 
     Returns top1/top5 (%), videos, views, broken (count and messages), GFLOPs per view (the
-    paper's count and the whole forward), and measured ms per view.
+    paper's count and the whole forward), and measured ms per view; optionally each class's
+    top-1 (``per_class``) and each video's outcome by CSV row (``per_video``).
     """
     check_labels(model, annotations)
     grid.check_patch(model.patch_size)
@@ -135,7 +136,7 @@ def evaluate(
     stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
                       progress=progress, desc=f"eval {grid}")
     flops = model.estimate_flops(grid)
-    out = acc.result(per_class=per_class)
+    out = acc.result(per_class=per_class, per_video=per_video)
     out.update(
         grid=f"{grid.frames}x{grid.height}x{grid.width}", budget=budget or grid.num_patches(model.patch_size),
         views_per_video=str(views), gflops=flops.paper / 1e9, gflops_total=flops.total / 1e9,
@@ -155,13 +156,14 @@ def token_optimization_scorer(
     model, annotations: Annotations, views: Views = Views(), subset: float = 0.3, workers: int = 0,
     progress: bool = False,
 ) -> ScoreFn:
-    """``score(grid, on_subset)``: top-1 at ``grid`` on an even subset or the whole split."""
+    """``score(grid, on_subset)``: each video's outcome at ``grid`` on an even subset or the
+    whole split (a :class:`Score`)."""
     picked = subset_indices(len(annotations), subset)
 
-    def score(grid: Grid, on_subset: bool) -> float:
+    def score(grid: Grid, on_subset: bool) -> Score:
         res = evaluate(model, annotations, grid, views, workers=workers, progress=progress,
-                       indices=picked if on_subset else None)
-        return res["top1"]
+                       indices=picked if on_subset else None, per_video=True)
+        return Score(res["per_video"])
 
     return score
 

@@ -30,7 +30,8 @@ METHODS = {
     "to": "Token Optimization",
 }
 COLUMNS = [("budget", "tokens"), ("gflops", "GFLOPs", format_gflops), ("fewer_frames", "fewer frames"),
-           ("lower_resolution", "lower res."), ("selection", "selection"), ("to", "TO"), ("to_grid", "TO grid")]
+           ("lower_resolution", "lower res."), ("selection", "selection"), ("to", "TO"), ("to_grid", "TO grid"),
+           ("decision", "why (best other grid vs default, paired)")]
 
 
 @dataclass
@@ -51,22 +52,27 @@ def compare_budget(model, annotations: Annotations, budget: int, choice: BudgetC
     for name, g in plain_grids(budget, base, model.patch_size).items():
         res = evaluate(model, annotations, g, views, workers=workers)
         row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = res["top1"], res["gflops"], str(g)
-    row["selection"] = evaluate(model, annotations, base.with_budget(budget), views, workers=workers)["top1"]
+    row["selection"] = (choice.reference_accuracy if choice.reference == base.with_budget(budget) else
+                        evaluate(model, annotations, base.with_budget(budget), views, workers=workers)["top1"])
     row["to"], row["to_grid"] = choice.accuracy, str(choice.best.with_budget(None))
+    row["decision"] = choice.decision()
     return row
 
 
 def token_optimization_report(
     model, annotations: Annotations, budgets: list[int], space: SearchSpace = SearchSpace(),
     views: Views = Views(), subset: float = 0.3, refine_top: int = 3, out_dir: str | os.PathLike = "runs/optimize",
-    save_to: str | os.PathLike | None = None, progress: bool = False, workers: int = 0,
+    save_to: str | os.PathLike | None = None, progress: bool = False, workers: int = 0, min_gain_se: float = 2.0,
 ) -> TOReport:
-    """Search each budget, compare it, store the choices in ``save_to`` (a fluxvit checkpoint)."""
+    """Search each budget, compare it, store the choices in ``save_to`` (a fluxvit checkpoint).
+    The model's default grid is kept unless a grid beats it by more than ``min_gain_se``
+    standard errors (see :mod:`fluxvit.evaluate.token_optimization`)."""
     score = token_optimization_scorer(model, annotations, views, subset, workers, progress)
+    base = Grid(*model.config.default_grid)
     choices, rows = {}, []
     for budget in budgets:
         choice = optimize_budget(budget, space.candidates(budget, model.patch_size), score, refine_top,
-                                 model.patch_size)
+                                 model.patch_size, reference=base, min_gain_se=min_gain_se)
         choices[budget] = choice
         rows.append(compare_budget(model, annotations, budget, choice, views, workers))
     out = Path(out_dir)
