@@ -184,14 +184,15 @@ class FluxViT(nn.Module):
         n = grid.num_tokens(self.patch_size)
         x = self.patch_embed(video.to(self.cls_token.dtype))  # (B, T, L, C)
         c = x.shape[-1]
-        pos = self.pos_embed(t, h, w)  # (T*L, C)
         kept = None
         if n < t * h * w:
-            kept = get_selector(selector)(x, n, generator=generator)  # (B, N)
-            x = torch.gather(x.reshape(b, t * h * w, c), 1, kept[..., None].expand(b, n, c))
-            x = x + pos[kept]
-        else:
-            x = x.reshape(b, t * h * w, c) + pos
+            kept = get_selector(selector)(x, n, generator=generator)  # (B, N), scored without positions
+        x = x.reshape(b, t * h * w, c) + self.pos_embed(t, h, w)  # global positions, before selection
+        if kept is not None:
+            # Gathering after the add, not adding ``pos[kept]`` after the gather: the backward of
+            # that indexing accumulates with atomic adds on multi-threaded CPUs, so the same seed
+            # trained different weights from run to run.
+            x = torch.gather(x, 1, kept[..., None].expand(b, n, c))
         cls = (self.cls_token + self.pos_embed.cls).expand(b, -1, -1)
         x = torch.cat([cls.to(x.dtype), x], dim=1)
         for blk in self.blocks:
