@@ -1,4 +1,5 @@
 import json
+import random
 
 import numpy as np
 import pytest
@@ -160,3 +161,33 @@ def test_report_table_and_plot(tmp_path):
         "| 440 |", "| 83.1 |", "| 0.0481 |", "| 0 |"]
     png = plot_accuracy_vs_gflops({"a": [(1.0, 50.0), (2.0, 60.0)], "b": [(1.5, 40.0)]}, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.part*"))
+
+
+def _switch_rate(gain: float, videos: int, min_gain_se: float, trials: int = 200, seed: int = 0) -> float:
+    """How often the search leaves the default grid (75% right) for one of three challengers
+    that each lose 12% of the default's right answers and win back enough wrong ones for a net
+    ``gain`` (fraction of videos), in seeded simulated validation sets."""
+    rng = random.Random(seed)
+    grids = [Grid(4, 112), Grid(6, 112), Grid(12, 112)]
+    win = (0.12 * 0.75 + gain) / 0.25
+    switched = 0
+    for _ in range(trials):
+        default = [rng.random() < 0.75 for _ in range(videos)]
+        scores = {"8x112": Score(dict(enumerate(default)))}
+        for g in grids:
+            scores[str(g)] = Score({v: (rng.random() >= 0.12) if right else (rng.random() < win)
+                                    for v, right in enumerate(default)})
+        choice = optimize_budget(128, grids, lambda g, _sub, s=scores: s[str(g.with_budget(None))], refine_top=3,
+                                 reference=Grid(8, 112), min_gain_se=min_gain_se)
+        switched += not choice.kept_reference
+    return switched / trials
+
+
+def test_the_noise_guard_rarely_picks_a_worse_grid_and_still_finds_a_clearly_better_one():
+    # Three challengers 2 points worse than the default on 160 videos: the plain argmax (the
+    # paper's rule) switches to a worse grid about half the time; the 2-SE guard almost never.
+    assert _switch_rate(-0.02, 160, min_gain_se=0) > 0.35
+    assert _switch_rate(-0.02, 160, min_gain_se=2) < 0.06
+    # No real difference: the guard stays put; a real 8-point gain on 400 videos is found.
+    assert _switch_rate(0.0, 400, min_gain_se=2) < 0.12
+    assert _switch_rate(0.08, 400, min_gain_se=2) > 0.8
