@@ -126,6 +126,10 @@ def test_default_grid_is_kept_unless_the_best_beats_it_beyond_noise():
 def test_default_grid_smaller_than_the_budget_is_no_reference():
     choice, _ = search_against_default(outcomes(50), outcomes(90))  # the default wins outright
     assert choice.kept_reference and choice.decision() == "kept default: 4x112 -40 videos (-6.3 SE)"
+    one = Score({v: v < 121 and v != 0 for v in range(160)})  # b = 1 (120), c = 1 (0): net 0
+    assert search_against_default(one, outcomes(120, 160))[0].decision() == "kept default: 4x112 +0 videos (0.0 SE)"
+    ahead = Score({v: v < 121 for v in range(160)})  # b = 1
+    assert search_against_default(ahead, outcomes(120, 160))[0].decision() == "kept default: 4x112 +1 video (1.0 SE)"
     choice = optimize_budget(1024, [Grid(16, 112)], lambda g, sub: outcomes(40), reference=Grid(8, 112))
     assert choice.reference is None and choice.best == Grid(16, 112, budget=1024)  # 8x112 has 512 < 1024
 

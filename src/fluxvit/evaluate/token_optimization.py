@@ -120,7 +120,8 @@ class BudgetChoice:
             return "best of the candidates (default grid too small)"
         if self.challenger is None:
             return "default grid is the best"
-        gain = f"{self.challenger.with_budget(None)} {self.gain_videos:+d} videos ({self.gain_se:.1f} SE)"
+        videos = "video" if abs(self.gain_videos) == 1 else "videos"
+        gain = f"{self.challenger.with_budget(None)} {self.gain_videos:+d} {videos} ({self.gain_se:.1f} SE)"
         return f"kept default: {gain}" if self.kept_reference else f"switched: {gain}"
 
     def to_dict(self) -> dict:
