@@ -182,7 +182,8 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
                                          workers=s.workers)["top1"]
         row["flux"] = evaluate(flux_model, test, BASE_GRID.with_budget(budget), views, workers=s.workers)["top1"]
         best = to.choices[budget].best
-        row["flux_to"] = evaluate(flux_model, test, best, views, workers=s.workers)["top1"]
+        row["flux_to"] = (row["flux"] if best == BASE_GRID.with_budget(budget)
+                          else evaluate(flux_model, test, best, views, workers=s.workers)["top1"])
         row["to_grid"] = str(best.with_budget(None))
         rows.append(row)
         log.info("budget %d: %s", budget, {k: v for k, v in row.items() if k != "budget"})

@@ -84,6 +84,19 @@ def test_optimize_stores_choices_used_by_eval_and_predict(setup, capsys):
     assert res["grid"] == stored["16"]["grid"] and res["budget"] == 16
 
 
+def test_optimize_a_budget_beyond_the_default_grid(setup, capsys):
+    # The default grid 4x56 has 64 tokens: at 96 there is no "selection from the default grid"
+    # to compare (a dash), and no default to keep; this used to fail after the whole search.
+    root, data, ckpt = setup
+    work = root / "opt96.safetensors"
+    work.write_bytes(ckpt.read_bytes())
+    assert cli(["optimize", "--checkpoint", str(work), "--data", str(data.val_csv), "--budgets", "96",
+                "--frames", "8,12", "--sizes", "56", "--out", str(root / "opt96")]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split(" | ")
+    assert row[0] == "| 96" and row[4] == "–" and row[-1] == "best of the candidates (default grid too small) |"
+    assert fluxvit.load_checkpoint(work).checkpoint_meta["token_optimization"]["96"]["grid"] in ("8x56x56", "12x56x56")
+
+
 def test_optimize_rejects_a_negative_noise_threshold(setup, capsys):
     root, data, ckpt = setup
     assert cli(["optimize", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--budgets", "16",

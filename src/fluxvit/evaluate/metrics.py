@@ -50,7 +50,7 @@ class ViewAccumulator:
         if per_class:
             out["per_class"] = per_class_accuracy(probs, labels, self.num_classes)
         if per_video:
-            out["per_video"] = dict(zip(ids, (probs.argmax(dim=1) == labels).tolist())) if ids else {}
+            out["per_video"] = dict(zip(ids, (probs.argmax(dim=1) == labels).tolist()))
         return out
 
 
