@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import measure as training_rate  # noqa: E402
 from common import write_result  # noqa: E402
+from fluxvit.data.flux_sampler import FluxBatchSampler  # noqa: E402
 
 from fluxvit.data.annotations import VideoRecord  # noqa: E402
 from fluxvit.data.datasets import SkipBroken, VideoClipDataset, collate_clips  # noqa: E402
 from fluxvit.data.encode import write_video  # noqa: E402
-from fluxvit.data.flux_sampler import FluxBatchSampler  # noqa: E402
 from fluxvit.data.sampling import segment_indices  # noqa: E402
 from fluxvit.data.transforms import TrainTransform  # noqa: E402
 from fluxvit.data.video import PyAVReader  # noqa: E402

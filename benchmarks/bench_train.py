@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from common import write_result  # noqa: E402
 
+from fluxvit.data.sources import TensorClipSource  # noqa: E402
 from fluxvit.demo import DemoSettings, _train_config  # noqa: E402
-from fluxvit.train.data import TensorClipSource  # noqa: E402
 from fluxvit.train.trainer import train  # noqa: E402
 
 WARMUP_STEPS = 2  # the first steps pay for allocation and thread start-up

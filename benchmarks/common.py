@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fluxvit.evaluate.speed import machine, matmul_peak_gflops, time_call
+from fluxvit.atomic import write_text
+from fluxvit.evaluate.speed import machine, matmul_peak_gflops
+from fluxvit.timing import time_call
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -13,7 +15,5 @@ __all__ = ["RESULTS", "machine", "matmul_peak_gflops", "time_call", "write_resul
 
 
 def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
-    return path
+    return write_text(RESULTS / f"{name}.json", json.dumps({"benchmark": name, "machine": machine(), **payload},
+                                                          indent=2))

@@ -10,7 +10,7 @@ import pytest
 
 from fluxvit.cli import main
 from fluxvit.evaluate.token_optimization import stored_grid
-from fluxvit.models.checkpoint import load_checkpoint
+from fluxvit.models.registry import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """The ``fluxvit`` command line: parses arguments, calls library functions, prints.
 
+One module on purpose (its length is the number of commands, each a parser and a thin handler):
+``fluxvit --help`` and every command's options are read and kept consistent in one place.
+
 Every user error (:class:`fluxvit.errors.FluxViTError`, a missing file) ends in one line on
 stderr naming the thing and the problem, and a non-zero exit, with no traceback.
 """
@@ -59,7 +62,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
-    from fluxvit.models.checkpoint import convert_checkpoint
+    from fluxvit.models.registry import convert_checkpoint
 
     report = convert_checkpoint(args.src, args.dst, args.model, num_classes=args.num_classes,
                                 classes_file=args.classes)
@@ -139,7 +142,7 @@ def _load_model(path: str):
 def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None = None):
     """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
     model's default grid; --latency-ms picks the largest budget that fits this machine."""
-    from fluxvit.evaluate.runner import default_grid
+    from fluxvit.evaluate.runner import sampling_grid
     from fluxvit.flux.grid import Grid
 
     if latency_ms is not None:
@@ -147,10 +150,10 @@ def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, l
 
         if budget is not None:
             raise ConfigError("give --budget or --latency-ms, not both")
-        budget = budget_for_latency(model, default_grid(model, None), latency_ms)
+        budget = budget_for_latency(model, sampling_grid(model, None), latency_ms)
         logging.getLogger("fluxvit").info("latency %.1f ms -> budget %d tokens", latency_ms, budget)
     try:
-        g = Grid.parse(grid, budget=budget) if grid else default_grid(model, budget)
+        g = Grid.parse(grid, budget=budget) if grid else sampling_grid(model, budget)
         g.num_tokens(model.patch_size)  # checks the patch size and that the budget fits
         n = g.num_patches(model.patch_size)
         if n > MAX_GRID_TOKENS:
@@ -174,24 +177,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     views = Views.parse(args.views)
     ann = read_annotations(args.data, args.data_root)
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
-                   progress=sys.stderr.isatty())
-    if not res["videos"]:  # no accuracy to report (it would print as NaN)
-        raise ConfigError(f"{args.data}: none of its {res['broken']} videos could be read "
-                          f"(the first: {res['broken_videos'][0]})")
+                   progress=sys.stderr.isatty(), selector=args.selector)
+    if not res.videos:  # no accuracy to report (it would print as NaN)
+        raise ConfigError(f"{args.data}: none of its {res.broken} videos could be read "
+                          f"(the first: {res.broken_videos[0]})")
+    features = None
     if args.save_features:
-        out = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers)
-        res["features"] = str(out)
+        features = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers)
     if args.json:
-        print(json.dumps(res))
+        print(json.dumps(res.to_dict() | ({"features": str(features)} if features else {})))
     else:
-        print(f"{args.data}: {res['videos']} videos x {res['views_per_video']} views at {res['grid']}, "
-              f"{res['budget']} tokens: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
-              f"{res['gflops']:.2f} GFLOPs/view  {res['ms_per_view']:.1f} ms/view")
+        print(f"{args.data}: {res.videos} videos x {res.views_per_video} views at {res.grid}, "
+              f"{res.budget} tokens: top-1 {res.top1:.2f}%  top-5 {res.top5:.2f}%  "
+              f"{res.gflops:.2f} GFLOPs/view  {res.ms_per_view:.1f} ms/view")
         if args.per_class:
             names = model.class_names or [str(i) for i in range(model.num_classes)]
-            for name, acc in zip(names, res["per_class"]):
+            for name, acc in zip(names, res.per_class):
                 print(f"  {name:>24}: {'-' if acc is None else f'{acc:.1f}%'}")
-    for line in res["broken_videos"]:
+    for line in res.broken_videos:
         print(f"skipped broken video: {line}", file=sys.stderr)
     return 0
 
@@ -206,6 +209,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     budgets = _int_list(args.budgets, "--budgets")
     space = SearchSpace(frames=tuple(_int_list(args.frames, "--frames")),
                         sizes=tuple(_int_list(args.sizes, "--sizes")), max_factor=args.max_factor)
+
     ann = read_annotations(args.data, args.data_root)
     report = token_optimization_report(
         model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
@@ -228,10 +232,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     for i, path in enumerate(args.videos):
         try:
-            pred = predict_video(model, path, grid, views, args.topk)
+            pred = predict_video(model, path, grid, views, args.topk, selector=args.selector)
             if args.show_tokens:
                 out = args.show_tokens if len(args.videos) == 1 else _numbered(args.show_tokens, i)
-                show_tokens(model, path, grid, out)
+                show_tokens(model, path, grid, out, selector=args.selector)
         except VideoError as e:
             failed += 1
             print(f"fluxvit predict: error: {e}", file=sys.stderr)
@@ -261,7 +265,14 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def _join(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
 def _add_eval_commands(sub) -> None:
+    from fluxvit.evaluate.token_optimization import SearchSpace
+    from fluxvit.flux.selectors import SELECTORS
+
     def common(p, with_data: bool = True) -> None:
         p.add_argument("--checkpoint", required=True, help="a fluxvit checkpoint (.safetensors or directory)")
         if with_data:
@@ -274,6 +285,9 @@ def _add_eval_commands(sub) -> None:
         p.add_argument("--latency-ms", type=float, default=None,
                        help="instead of --budget: the largest budget whose forward fits this many ms here")
         p.add_argument("--grid", default=None, help="sampling grid TxR (default: TO's choice, else the model's)")
+        p.add_argument("--selector", default="group_dynamic", choices=sorted(SELECTORS),
+                       help="token selector (default group_dynamic: exactly --budget tokens; group_dynamic_release: "
+                            "the release's per-group counts, a few fewer on some grids, to compare with the release)")
 
     p = _add(sub, "eval", "multi-view accuracy (top-1/top-5) of a checkpoint at a token budget",
              "fluxvit eval --checkpoint runs/demo/flux.safetensors --data val.csv --budget 128 --views 2x1",
@@ -291,9 +305,13 @@ def _add_eval_commands(sub) -> None:
              cmd_optimize)
     common(p)
     p.add_argument("--budgets", required=True, help="comma-separated token budgets")
-    p.add_argument("--frames", default="2,4,6,8,12,16", help="candidate frame counts")
-    p.add_argument("--sizes", default="56,70,84,98,112,140,168,224", help="candidate resolutions (multiples of 14)")
-    p.add_argument("--max-factor", type=float, default=8.0, help="skip grids with more than this x budget patches")
+    space = SearchSpace()  # the library's defaults are the command line's
+    p.add_argument("--frames", default=_join(space.frames),
+                   help=f"candidate frame counts (default {_join(space.frames)})")
+    p.add_argument("--sizes", default=_join(space.sizes),
+                   help=f"candidate resolutions, multiples of the patch size (default {_join(space.sizes)})")
+    p.add_argument("--max-factor", type=float, default=space.max_factor,
+                   help=f"skip grids with more than this x budget patches (default {space.max_factor:g})")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views while searching (default 1x1)")
     p.add_argument("--subset", type=float, default=0.3, help="fraction of videos for the first pass")
     p.add_argument("--refine", type=int, default=3, help="best candidates re-scored on all videos")
@@ -333,7 +351,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     for name in args.models:
         model = create_model(name).to(device).eval()
-        base = Grid.parse(args.grid) if args.grid else Grid(*model.config.default_grid)
+        base = Grid.parse(args.grid) if args.grid else model.default_grid
         per_frame = base.num_patches(model.patch_size) // base.frames
         for tokens in _int_list(args.tokens, "--tokens"):
             # Enough frames of the base resolution to hold the budget (selection cuts the rest).
@@ -351,12 +369,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(f"matmul peak here: {peak:.0f} GFLOP/s ({args.dtype})")
     if args.out:
-        from pathlib import Path
+        from fluxvit.atomic import write_text
 
-        out = Path(args.out)
-        tmp = out.with_name(f".{out.name}.part")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out)
+        write_text(args.out, json.dumps(result, indent=2))
     return 0
 
 

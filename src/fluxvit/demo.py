@@ -18,25 +18,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fluxvit.atomic import write_text
 from fluxvit.data.annotations import read_annotations
 from fluxvit.data.synthetic import make_synthetic_dataset
 from fluxvit.evaluate.latency import measure_latency
 from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
 from fluxvit.evaluate.runner import Views, evaluate
-from fluxvit.evaluate.token_optimization import SearchSpace, plain_grids
-from fluxvit.evaluate.workflow import token_optimization_report
+from fluxvit.evaluate.token_optimization import SearchSpace
+from fluxvit.evaluate.workflow import plain_accuracies, token_optimization_report
 from fluxvit.flux.grid import Grid
-from fluxvit.models.checkpoint import load_checkpoint
+from fluxvit.models.registry import load_checkpoint, model_config
 
 log = logging.getLogger(__name__)
 
 MODEL = "fluxvit_nano_patch14"
-BASE_GRID = Grid(8, 112)  # the baseline's fixed grid: 8 x 8 x 8 = 512 tokens
+ARCH = model_config(MODEL)
+BASE_GRID = Grid(*ARCH.default_grid)  # the baseline's fixed grid, the architecture's default: 8x112, 512 tokens
+BASE_TOKENS = BASE_GRID.num_patches(ARCH.patch_size)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _split_val(val_csv: Path, out_dir: Path) -> tuple[Path, Path]:
     tune, test = lines[0::2], lines[1::2]
     paths = out_dir / "tune.csv", out_dir / "test.csv"
     for p, chunk in zip(paths, (tune, test)):
-        p.write_text("\n".join(chunk) + "\n")
+        write_text(p, "\n".join(chunk) + "\n")
     return paths
 
 
@@ -101,7 +103,7 @@ def _train_config(s: DemoSettings, data: Path, name: str, flux: bool) -> dict:
         "steps": s.steps,
         "ckpt_every": max(s.steps // 4, 1),
         "progress": None,
-        "model": {"name": MODEL, "head_budgets": list(s.flux_heads if flux else (BASE_GRID.num_patches(14),))},
+        "model": {"name": MODEL, "head_budgets": list(s.flux_heads if flux else (BASE_TOKENS,))},
         # No flip (useless here, and wrong for the opt-in left/right classes) and no crop: the
         # evidence is one actor and 1-px detail, which a Kinetics-style random resized crop
         # would cut away or blur.
@@ -170,20 +172,18 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     latency = measure_latency(flux_model, BASE_GRID, list(s.budgets), use_cache=False)
     rows = []
     for budget in s.budgets:
-        row: dict = {"budget": budget, "fraction": f"1/{BASE_GRID.num_patches(14) // budget}"
-                     if budget < BASE_GRID.num_patches(14) else "1",
+        row: dict = {"budget": budget, "fraction": f"1/{BASE_TOKENS // budget}" if budget < BASE_TOKENS else "1",
                      "gflops": flux_model.estimate_flops(budget).paper / 1e9, "ms": latency[budget]}
-        for method, grid in plain_grids(budget, BASE_GRID, 14).items():
-            row[f"base_{method}"] = evaluate(base_model, test, grid, views, workers=s.workers)["top1"]
-            row[f"base_{method}_grid"] = str(grid)
+        for method, (grid, res) in plain_accuracies(base_model, test, budget, views, s.workers).items():
+            row[f"base_{method}"], row[f"base_{method}_grid"] = res.top1, str(grid)
         # The same selection on the baseline separates what the selector alone buys from what
         # Flux training adds.
         row["base_selection"] = evaluate(base_model, test, BASE_GRID.with_budget(budget), views,
-                                         workers=s.workers)["top1"]
-        row["flux"] = evaluate(flux_model, test, BASE_GRID.with_budget(budget), views, workers=s.workers)["top1"]
+                                         workers=s.workers).top1
+        row["flux"] = evaluate(flux_model, test, BASE_GRID.with_budget(budget), views, workers=s.workers).top1
         best = to.choices[budget].best
         row["flux_to"] = (row["flux"] if best == BASE_GRID.with_budget(budget)
-                          else evaluate(flux_model, test, best, views, workers=s.workers)["top1"])
+                          else evaluate(flux_model, test, best, views, workers=s.workers).top1)
         row["to_grid"] = str(best.with_budget(None))
         rows.append(row)
         log.info("budget %d: %s", budget, {k: v for k, v in row.items() if k != "budget"})
@@ -206,12 +206,10 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     plot = plot_accuracy_vs_gflops(series, out / "accuracy_vs_gflops.png",
                                    title="synthetic benchmark: accuracy vs compute (test split)")
     seconds = time.perf_counter() - start
-    report = out / "report.md"
-    tmp = out / ".report.md.part"
-    tmp.write_text(
+    report = write_text(out / "report.md",
         "# fluxvit demo\n\n"
         f"`{MODEL}` trained for {s.steps} steps (batch {s.batch_size}) twice: a fixed-grid baseline "
-        f"({BASE_GRID.frames}x{BASE_GRID.height}, {BASE_GRID.num_patches(14)} tokens) and Flux-Multi "
+        f"({BASE_GRID.frames}x{BASE_GRID.height}, {BASE_TOKENS} tokens) and Flux-Multi "
         f"(heads at {'/'.join(map(str, s.flux_heads))} tokens). Token Optimization searched on the tune split; "
         f"every accuracy below is top-1 (%) on the separate test split ({len(test)} videos, {views} views). "
         f"GFLOPs: the encoder at the budget, per view. ms/clip: measured here, batch 1.\n\n"
@@ -220,5 +218,4 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
         f"Run time: {seconds / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}).\n\n"
         f"Settings:\n\n```json\n{json.dumps(asdict(s), indent=1)}\n```\n"
     )
-    os.replace(tmp, report)
     return DemoResult(rows, table, report, plot, checkpoints, seconds, timings)

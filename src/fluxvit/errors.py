@@ -27,3 +27,12 @@ class VideoError(FluxViTError):
 
 class AnnotationError(FluxViTError, ValueError):
     """An annotation (CSV) line or class list that does not parse."""
+
+
+def reason(e: BaseException, limit: int = 160) -> str:
+    """The cause of ``e`` in one short line, for a message that wraps it: an OS error's own
+    text (``No space left on device``), else the first line of the message, else the type."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return text[0][:limit] if text else type(e).__name__

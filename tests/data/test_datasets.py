@@ -1,8 +1,6 @@
-"""Datasets from parts, and DataLoaders that skip, count and report broken clips."""
+"""Clip sources and test datasets from parts, and loaders that skip, count and report broken clips."""
 
 from __future__ import annotations
-
-import logging
 
 import pytest
 import torch
@@ -10,16 +8,16 @@ from conftest import frame_ids
 from torch.utils.data import DataLoader
 
 from fluxvit.data.annotations import read_annotations
+from fluxvit.data.batches import MAX_REPLACEMENTS, BatchPlan, PlannedBatches, batch_loader
 from fluxvit.data.datasets import (
     BrokenClip,
     CountBroken,
     SkipBroken,
-    VideoClipDataset,
     VideoViewDataset,
     collate_clips,
 )
-from fluxvit.data.flux_sampler import ClipKey, FluxBatchSampler
 from fluxvit.data.sampling import SegmentSampler
+from fluxvit.data.sources import VideoFileSource
 from fluxvit.data.transforms import EvalTransform, TrainTransform
 from fluxvit.errors import VideoError
 from fluxvit.flux.grid import FluxGrid, Grid
@@ -48,18 +46,23 @@ def dataset_dir(tmp_path, make_video, broken_files):
 
 def test_training_clip_on_a_requested_grid(dataset_dir):
     ann = read_annotations(dataset_dir / "train.csv")
-    data = VideoClipDataset(ann, transform=TrainTransform(scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip=0.0, **PLAIN))
-    sample = data[ClipKey(0, Grid(8, 28), seed=11)]
-    assert sample.video.shape == (3, 8, 28, 28) and sample.label == 0 and sample.index == 0
-    g = torch.Generator().manual_seed(11)
-    expected = SegmentSampler().sample(40, 8, g).tolist()  # the same seed drives the frame choice
-    assert clip_ids(sample.video) == expected
-    assert torch.equal(data[(0, Grid(8, 28), 11)].video, sample.video)  # seeded -> reproducible
-    assert data[(3, Grid(4, 42, 28))].video.shape == (3, 4, 42, 28)  # no seed: global RNG
+    source = VideoFileSource(ann, TrainTransform(scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip=0.0, **PLAIN))
+    assert source.classes == ["a", "b", "c"] and len(source) == 8
+    video, label = source.clip(0, Grid(8, 28), torch.Generator().manual_seed(11), train=True)
+    assert video.shape == (3, 8, 28, 28) and label == 0
+    # one draw from the caller's stream seeds the clip's own stream, which picks the frames
+    clip_gen = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=torch.Generator().manual_seed(11))))
+    assert clip_ids(video) == SegmentSampler().sample(40, 8, clip_gen).tolist()
+    again, _ = source.clip(0, Grid(8, 28), torch.Generator().manual_seed(11), train=True)
+    assert torch.equal(again, video)  # seeded -> reproducible
+    other, _ = source.clip(0, Grid(8, 28), torch.Generator().manual_seed(12), train=True)
+    assert clip_ids(other) != clip_ids(video)
+    central, _ = source.clip(3, Grid(4, 42, 28), None, train=False)  # validation: the central view
+    assert central.shape == (3, 4, 42, 42)
     with pytest.raises(VideoError, match="text.mp4: not a readable video"):
-        data[(6, Grid(4, 28), 0)]
+        source.clip(6, Grid(4, 28), torch.Generator().manual_seed(0), train=True)
     with pytest.raises(VideoError, match="missing.mp4: no such video file"):
-        data[(7, Grid(4, 28), 0)]
+        source.clip(7, Grid(4, 28), torch.Generator().manual_seed(0), train=True)
 
 
 def test_test_views_cover_clips_and_crops(dataset_dir):
@@ -75,24 +78,28 @@ def test_test_views_cover_clips_and_crops(dataset_dir):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_loader_skips_counts_and_reports_broken_clips(dataset_dir, workers, caplog):
+def test_training_batches_replace_and_name_broken_clips(dataset_dir, workers):
     ann = read_annotations(dataset_dir / "train.csv")
-    data = SkipBroken(VideoClipDataset(ann, transform=TrainTransform(**PLAIN)))
-    sampler = FluxBatchSampler(len(data), 2, SMALL_FLUX, seed=0, shuffle=False)
-    loader = CountBroken(DataLoader(data, batch_sampler=sampler, collate_fn=collate_clips, num_workers=workers))
-    with caplog.at_level(logging.WARNING, logger="fluxvit.data.datasets"):
-        got = list(loader)
-    # 8 samples in 4 batches; the last batch holds both broken files and is dropped entirely
-    assert [len(b) for b in got] == [2, 2, 2]
-    assert sorted(i for b in got for i in b.index.tolist()) == list(range(6))
-    for b in got:
+    source = VideoFileSource(ann, TrainTransform(**PLAIN))
+    plan = BatchPlan(len(source), 4, SMALL_FLUX.grids, seed=0)
+    batches = list(batch_loader(source, plan, 0, 6, workers))
+    # every batch full and rectangular on its own grid, broken clips replaced by readable ones
+    for step, b in enumerate(batches):
         t, r = b.grid.frames, b.grid.height
-        assert b.video.shape == (2, 3, t, r, r) and 8 <= t * (r // 14) ** 2 <= 64
-    assert len(loader.skipped) == 2 and loader.total_skipped == 2
-    assert any("text.mp4" in m for m in loader.skipped) and any("missing.mp4" in m for m in loader.skipped)
-    assert "skipped 2 broken clip(s)" in caplog.text
-    list(loader)  # the next epoch counts afresh
-    assert len(loader.skipped) == 2 and loader.total_skipped == 4 and loader.epochs == 2
+        assert b.grid == plan.grid(step) and b.video.shape == (4, 3, t, r, r) and 8 <= t * (r // 14) ** 2 <= 64
+    broken = [m for b in batches for m in b.broken]
+    drawn = [i for step in range(6) for i in plan.indices(step)]
+    assert len(broken) >= sum(i >= 6 for i in drawn) > 0  # each broken draw named (replacements may be too)
+    assert all("text.mp4" in m or "missing.mp4" in m for m in broken)
+    again = list(batch_loader(source, plan, 0, 6, 0))  # deterministic, whatever the worker count
+    assert all(torch.equal(a.video, b.video) and a.broken == b.broken for a, b in zip(batches, again))
+
+
+def test_a_run_of_broken_clips_is_one_clear_error(dataset_dir):
+    ann = read_annotations(dataset_dir / "train.csv")
+    only_broken = VideoFileSource(ann.records[6:], TrainTransform(**PLAIN))
+    with pytest.raises(VideoError, match=f"{MAX_REPLACEMENTS} broken clips in a row \\(the last: .*mp4"):
+        PlannedBatches(only_broken, BatchPlan(2, 1, (Grid(2, 28),)))[0]
 
 
 def test_eval_loader_drops_broken_videos(dataset_dir):

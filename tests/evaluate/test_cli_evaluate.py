@@ -129,3 +129,23 @@ def test_features_are_written_per_video(setup, tmp_path, capsys):
                 "--save-features", str(feats), "--json"]) == 0
     t = load_file(str(feats))
     assert t["features"].shape == (8, 192) and t["labels"].shape == (8,) and t["index"].tolist() == list(range(8))
+
+
+def test_eval_and_predict_take_the_selector(setup, capsys):
+    """--selector reaches the model from eval and predict (group_dynamic_release: the release's
+    per-group counts, for comparisons with it); a selector that does not exist is one line."""
+    _, data, ckpt = setup
+    runs = {}
+    for selector in ("group_dynamic", "group_dynamic_release", "uniform"):
+        assert cli(["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--budget", "30",
+                    "--views", "1x1", "--json", "--selector", selector]) == 0
+        (runs[selector],) = _json_lines(capsys.readouterr().out)
+    assert all(r["videos"] == 8 for r in runs.values())
+    video = str(data.val_csv.parent / data.val_csv.read_text().split()[0])
+    assert cli(["predict", video, "--checkpoint", str(ckpt), "--budget", "30", "--json",
+                "--selector", "group_dynamic_release"]) == 0
+    (pred,) = _json_lines(capsys.readouterr().out)
+    assert len(pred["top"]) == 4 and abs(sum(t["prob"] for t in pred["top"]) - 1) < 1e-3
+    with pytest.raises(SystemExit) as info:
+        cli(["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--selector", "sideways"])
+    assert info.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err

@@ -6,6 +6,9 @@ from hypothesis import strategies as st
 from fluxvit.errors import ConfigError
 from fluxvit.flux.selectors import SELECTORS, equal_shares, get_selector, group_dynamic_select, num_groups
 
+# every selector keeps exactly N, but the one that reproduces the release's per-group rounding
+EXACT_SELECTORS = sorted(set(SELECTORS) - {"group_dynamic_release"})
+
 
 def _embeddings(b, t, l, c=8, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -14,7 +17,7 @@ def _embeddings(b, t, l, c=8, seed=0):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    name=st.sampled_from(sorted(SELECTORS)),
+    name=st.sampled_from(EXACT_SELECTORS),
     t=st.integers(1, 13),
     l=st.integers(1, 20),
     frac=st.floats(0.0, 1.0),

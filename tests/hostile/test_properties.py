@@ -19,6 +19,9 @@ from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import FluxGrid, Grid
 from fluxvit.flux.selectors import SELECTORS, equal_shares, get_selector, group_dynamic_select, num_groups
 
+# every selector keeps exactly N, but the one that reproduces the release's per-group rounding
+EXACT_SELECTORS = sorted(set(SELECTORS) - {"group_dynamic_release"})
+
 FEW = settings(max_examples=60, deadline=None)
 PATCH = st.sampled_from([1, 2, 14, 16])
 
@@ -160,7 +163,7 @@ def hostile_embeddings(draw) -> torch.Tensor:
 
 
 @FEW
-@given(x=hostile_embeddings(), name=st.sampled_from(sorted(SELECTORS)), frac=st.floats(0.0, 1.0),
+@given(x=hostile_embeddings(), name=st.sampled_from(EXACT_SELECTORS), frac=st.floats(0.0, 1.0),
        seed=st.integers(0, 2**31))
 def test_selectors_keep_exactly_n_whatever_the_embeddings_hold(x, name, frac, seed):
     b, t, l, _ = x.shape
@@ -211,7 +214,7 @@ def test_model_keeps_exactly_the_budget_on_any_grid(tiny_model, t, h, w, frac, b
     n = max(1, round(frac * t * h * w))
     video = torch.randn(b, 3, t, 14 * h, 14 * w, generator=torch.Generator().manual_seed(t * 100 + h * 10 + w))
     with torch.no_grad():
-        tokens, kept = tiny_model.forward_tokens(video, num_tokens=n, return_indices=True)
+        tokens, kept = tiny_model.forward_features(video, num_tokens=n, return_indices=True)
         logits = tiny_model(video, num_tokens=n)
     assert tokens.shape == (b, n + 1, tiny_model.config.embed_dim)
     assert (kept is None) == (n == t * h * w)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fluxvit.data.annotations import VideoRecord
-from fluxvit.data.datasets import BrokenClip, SkipBroken, VideoClipDataset, VideoViewDataset
+from fluxvit.data.datasets import BrokenClip, SkipBroken, VideoViewDataset
+from fluxvit.data.sources import VideoFileSource
 from fluxvit.data.transforms import EvalTransform
 from fluxvit.data.video import PyAVReader
 from fluxvit.errors import VideoError
@@ -53,7 +54,7 @@ def test_datasets_raise_and_loaders_skip(broken):
     path, reason = broken
     records = [VideoRecord(path, 1, "hostile.csv:1")]
     with pytest.raises(VideoError) as info:
-        VideoClipDataset(records)[(0, Grid(4, 28), 0)]
+        VideoFileSource(records).clip(0, Grid(4, 28), torch.Generator().manual_seed(0), train=True)
     _assert_names(str(info.value), path, reason)
     views = VideoViewDataset(records, Grid(4, 28), num_clips=2)
     with pytest.raises(VideoError) as info:
@@ -120,8 +121,8 @@ def test_odd_videos_decode_to_their_frames(odd):
 
 def test_odd_videos_make_clips_on_any_grid(odd):
     records = [VideoRecord(odd.path, 2, "odd.csv:1")]
-    train = VideoClipDataset(records)[(0, Grid(6, 42, 28), 3)]
-    assert train.video.shape == (3, 6, 42, 28) and torch.isfinite(train.video).all() and train.label == 2
+    video, label = VideoFileSource(records).clip(0, Grid(6, 42, 28), torch.Generator().manual_seed(3), train=True)
+    assert video.shape == (3, 6, 42, 28) and torch.isfinite(video).all() and label == 2
     views = VideoViewDataset(records, Grid(4, 56), num_clips=2, transform=EvalTransform(num_crops=3))[0]
     assert views.video.shape == (6, 3, 4, 56, 56) and torch.isfinite(views.video).all()
 

@@ -26,8 +26,11 @@ def test_every_registered_model_runs_any_grid(name):
         for t, h, w in [(1, 28, 28), (3, 42, 28), (2, 56, 56)]:
             out = model(_video(1, t, h, w))
             assert out.shape == (1, 5) and torch.isfinite(out).all()
-        feats = model.forward_features(_video(2, 2, 28), num_tokens=3)
-    assert feats.shape == (2, model.config.clip_embed_dim)
+        tokens = model.forward_features(_video(2, 2, 28), num_tokens=3)
+        pooled = model.forward_head(tokens, pre_logits=True)
+        logits = model.forward_head(tokens)
+    assert tokens.shape == (2, 1 + 3, model.config.embed_dim)  # timm's names: tokens, then the head
+    assert pooled.shape == (2, model.config.clip_embed_dim) and logits.shape == (2, 5)
 
 
 def test_registered_shapes_are_the_release_shapes():
@@ -43,7 +46,7 @@ def test_registered_shapes_are_the_release_shapes():
 def test_selection_keeps_exactly_n_tokens_and_batch_rows_are_independent(nano):
     video = _video(2, 6, 56)
     with torch.no_grad():
-        tokens, kept = nano.forward_tokens(video, num_tokens=37, return_indices=True)
+        tokens, kept = nano.forward_features(video, num_tokens=37, return_indices=True)
         assert tokens.shape == (2, 38, 96) and kept.shape == (2, 37)
         both = nano(video, num_tokens=37)
         alone = nano(video[1:], num_tokens=37)

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 import fluxvit
+from fluxvit.data.sources import TensorClipSource
 from fluxvit.errors import ConfigError, VideoError
 from fluxvit.train import TrainingError, load_config, train
-from fluxvit.train.data import TensorClipSource
 from fluxvit.train.mixup import mix_batch
 from fluxvit.train.optim import cosine_lr, layer_id, param_groups
 
@@ -33,7 +33,7 @@ def test_defaults_yaml_and_overrides_merge_in_order(tmp_path):
     ("optim.lr=fast", "'optim.lr' must be a number"),
     ("steps=1.5", "'steps' must be an integer"),
     ("objective.budget=99999", "token budget 99999 is larger than any flux grid"),
-    ("flux.sizes=[112,336,20]", "resolution 132 is not a multiple of the patch size 14"),
+    ("flux.sizes=[112,336,20]", "flux sizes \\(112, 336, 20\\) are not multiples of the patch size 14"),
     ("eval.grid=8x100", "not a multiple of the patch size 14"),
     ("objective.name=sideways", "objective.name 'sideways' is not one of"),
     ("nonsense", "is not of the form key=value"),
@@ -45,6 +45,25 @@ def test_bad_settings_are_one_line_config_errors(override, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(None, ["objective.name=flux", override] if "objective.name" not in override else [override])
     assert "\n" not in str(info.value)
+
+
+def test_each_objective_states_its_budgets_once():
+    """The budgets a config trains at come from its objective's own rule, the same for the
+    config check, the trainer's token count and its validation."""
+    from fluxvit.train.objectives import OBJECTIVES
+    from fluxvit.train.trainer import eval_setup, tokens_per_clip
+
+    cfg = load_config(None, ["objective.name=flux_multi"])
+    model = fluxvit.create_model(cfg.model.name)
+    assert OBJECTIVES["flux_multi"].budgets(cfg.objective, model.budgets) == [256, 128, 64]
+    assert eval_setup(cfg, model) == (model.default_grid, [256, 128, 64])
+    assert tokens_per_clip(cfg, model, model.default_grid) == 256 + 128 + 64
+    flux = load_config(None, ["objective.name=flux"])
+    assert eval_setup(flux, model)[1] == [256] and tokens_per_clip(flux, model, model.default_grid) == 256
+    fixed = load_config(None, ["objective.name=fixed", "flux.fixed=8x112"])
+    assert eval_setup(fixed, model)[1] == [None] and tokens_per_clip(fixed, model, model.default_grid) == 512
+    with pytest.raises(ConfigError, match="objective.budget is not used by flux_multi"):
+        load_config(None, ["objective.name=flux_multi", "objective.budget=128"])
 
 
 def test_unloadable_teacher_fails_before_any_work(tmp_path):
@@ -202,7 +221,7 @@ def test_decoded_frame_cache_gives_the_same_clips(tmp_path):
             a = plain.clip(i, grid, torch.Generator().manual_seed(epoch * 10 + i), train=True)
             b = cached.clip(i, grid, torch.Generator().manual_seed(epoch * 10 + i), train=True)
             assert torch.equal(a[0], b[0]) and a[1] == b[1]
-    reader = cached.train_set.reader
+    reader = cached.reader
     assert len(reader._frames) == len(plain) and reader.cached_bytes == len(plain) * 8 * 56 * 56 * 3
     for i in range(len(plain_val)):
         assert torch.equal(cached_val.clip(i, Grid(8, 56), None, train=False)[0],

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from fluxvit.data.sources import TensorClipSource
 from fluxvit.data.transforms import TrainTransform
-from fluxvit.train.data import TensorClipSource
 
 DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) per class: right, left, down, up
 COLOURS = ((1.0, 0.2, 0.2), (0.2, 1.0, 0.2), (0.2, 0.2, 1.0), (1.0, 1.0, 0.2))

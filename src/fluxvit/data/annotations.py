@@ -1,4 +1,5 @@
-"""Annotation files: one clip a line, ``relative/path.mp4<sep>label`` (DESIGN.md section 3).
+"""Annotation files: one clip a line, ``relative/path.mp4<sep>label``, the release's
+Kinetics/SSv2 list format.
 
 The separator is a tab, a comma or whitespace (the release's Kinetics/SSv2 lists use a space); the
 label is the *last* field, so a tab- or comma-separated path may contain spaces. No header. Paths

@@ -1,23 +1,23 @@
-"""Datasets assembled from parts: annotations + a video reader + a frame sampler + a transform.
+"""Test-time datasets, and the one way broken videos are skipped and counted.
 
-* :class:`VideoClipDataset` (training) is indexed by ``(sample index, grid[, seed])`` — what
-  :class:`~fluxvit.data.flux_sampler.FluxBatchSampler` yields — and returns one clip on that grid.
-* :class:`VideoViewDataset` (testing) is indexed by the video's position and returns all its views
-  (clips x crops) at once, so one batch row is one video.
+:class:`VideoViewDataset` is assembled from parts (annotations + a video reader + a frame
+sampler + a transform) and indexed by the video's position; it returns all the video's views
+(clips x crops) at once, so one batch row is one video. (Training clips come from
+:mod:`fluxvit.data.sources` through the batch planner, :mod:`fluxvit.data.batches`.)
 
-A broken video makes ``dataset[key]`` raise :class:`~fluxvit.errors.VideoError` naming the file.
-Inside a DataLoader, wrap the dataset in :class:`SkipBroken` and collate with :func:`collate_clips`:
-a broken clip becomes a :class:`BrokenClip` marker that the collate function drops and records in
-the batch (``ClipBatch.broken``), which works the same in worker processes; :class:`CountBroken`
-around the loader adds the records up and logs them at the end of every epoch.
+The broken-clip policy, everywhere: a video that raises :class:`~fluxvit.errors.VideoError` is
+skipped, counted and named, never fatal. :class:`BrokenClips` is the tally (a count and the first
+messages, logged as one warning). In a test loader, :class:`SkipBroken` turns the error into a
+:class:`BrokenClip` marker that :func:`collate_clips` drops and records in the batch (the same in
+worker processes) and :class:`CountBroken` around the loader adds them up per pass; training
+replaces a broken clip instead of dropping it (batches stay rectangular) and tallies the same way.
 
-Typical training loader (Flux)::
+Typical test loader::
 
-    ann = read_annotations("train.csv")
-    data = SkipBroken(VideoClipDataset(ann, PyAVReader(), SegmentSampler(), TrainTransform()))
-    batches = FluxBatchSampler(len(data), batch_size=8, grids=FluxGrid(), budget=2048, seed=0)
-    loader = CountBroken(DataLoader(data, batch_sampler=batches, collate_fn=collate_clips, num_workers=2))
-    for batch in loader:            # ClipBatch: video (B, 3, T, R, R), label (B,), grid
+    ann = read_annotations("val.csv")
+    data = SkipBroken(VideoViewDataset(ann, Grid(8, 224), num_clips=4, transform=EvalTransform(3)))
+    loader = CountBroken(DataLoader(data, batch_size=1, collate_fn=collate_clips, num_workers=2))
+    for batch in loader:            # ClipBatch: video (B, V, 3, T, R, R), label (B,), index (B,)
         ...
 """
 
@@ -32,9 +32,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fluxvit.data.annotations import Annotations, VideoRecord
-from fluxvit.data.flux_sampler import ClipKey
 from fluxvit.data.sampling import SegmentSampler
-from fluxvit.data.transforms import EvalTransform, TrainTransform
+from fluxvit.data.transforms import EvalTransform
 from fluxvit.data.video import PyAVReader, VideoReader
 from fluxvit.errors import ConfigError, VideoError
 from fluxvit.flux.grid import Grid
@@ -66,47 +65,12 @@ class BrokenClip(NamedTuple):
     message: str
 
 
-def _records(annotations: Annotations | Sequence[VideoRecord]) -> tuple[VideoRecord, ...]:
+def records_of(annotations: Annotations | Sequence[VideoRecord]) -> tuple[VideoRecord, ...]:
+    """The records of an annotation file (or a plain list of them); at least one."""
     records = tuple(annotations.records if isinstance(annotations, Annotations) else annotations)
     if not records:
         raise ConfigError("a dataset needs at least one annotated video")
     return records
-
-
-class VideoClipDataset(Dataset):
-    """Training clips: ``dataset[(index, grid, seed)]`` -> :class:`Sample` with video (3, T, H, W)
-    on ``grid`` (T = grid.frames, H x W = grid.height x grid.width), normalised.
-
-    ``seed`` seeds the frame sampling and augmentation of that clip; with a 2-tuple ``(index, grid)``
-    the seed comes from torch's global generator (which DataLoader seeds per worker).
-    """
-
-    def __init__(
-        self,
-        annotations: Annotations | Sequence[VideoRecord],
-        reader: VideoReader | None = None,
-        sampler: FrameSampler | None = None,
-        transform: TrainTransform | None = None,
-    ) -> None:
-        self.records = _records(annotations)
-        self.reader = reader if reader is not None else PyAVReader()
-        self.sampler = sampler if sampler is not None else SegmentSampler()
-        self.transform = transform if transform is not None else TrainTransform()
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, key: ClipKey | tuple) -> Sample:
-        index, grid = int(key[0]), key[1]
-        if not isinstance(grid, Grid):
-            raise ConfigError(f"a training dataset is indexed by (index, Grid[, seed]), got {key!r}")
-        seed = int(key[2]) if len(key) > 2 else int(torch.randint(2**62, ()))
-        generator = torch.Generator().manual_seed(seed)
-        record = self.records[index]
-        n = self.reader.num_frames(record.path)
-        frames = self.reader.read(record.path, self.sampler.sample(n, grid.frames, generator))  # (T, H, W, 3)
-        video = self.transform(frames, (grid.height, grid.width), generator)
-        return Sample(video, record.label, index)
 
 
 class VideoViewDataset(Dataset):
@@ -124,7 +88,7 @@ class VideoViewDataset(Dataset):
     ) -> None:
         if grid.height != grid.width:
             raise ConfigError(f"test views are square crops; grid {grid} is not square")
-        self.records = _records(annotations)
+        self.records = records_of(annotations)
         self.grid = grid
         self.reader = reader if reader is not None else PyAVReader()
         self.sampler = sampler if sampler is not None else SegmentSampler()
@@ -166,9 +130,8 @@ class SkipBroken(Dataset):
         try:
             return self.dataset[key]
         except VideoError as exc:
-            index = int(key[0]) if isinstance(key, tuple) else int(key)
-            log.debug("broken clip %d: %s", index, exc)
-            return BrokenClip(index, str(exc))
+            log.debug("broken clip %s: %s", key, exc)
+            return BrokenClip(int(key), str(exc))
 
 
 @dataclass
@@ -214,11 +177,35 @@ def collate_clips(items: Sequence[Sample | BrokenClip]) -> ClipBatch:
     )
 
 
+class BrokenClips:
+    """A tally of broken clips: how many, and the first ``show`` messages for the warning."""
+
+    def __init__(self, name: str = "data", show: int = 3) -> None:
+        self.name, self.show = name, show
+        self.count = 0
+        self.messages: list[str] = []
+
+    def add(self, messages: Iterable[str]) -> None:
+        for message in messages:
+            self.count += 1
+            if len(self.messages) < self.show:
+                self.messages.append(message)
+
+    def report(self, when: str = "") -> str | None:
+        """Log and return one summary line (None when nothing was skipped)."""
+        if not self.count:
+            return None
+        more = f" (+{self.count - len(self.messages)} more)" if self.count > len(self.messages) else ""
+        line = f"{self.name}: skipped {self.count} broken clip(s){when}: {'; '.join(self.messages)}{more}"
+        log.warning(line)
+        return line
+
+
 class CountBroken:
     """Iterate a DataLoader of :class:`ClipBatch`, skipping empty batches and counting broken clips.
 
-    After (or during) each pass, ``skipped`` holds that epoch's messages and ``total_skipped`` the
-    count over all epochs; at the end of a pass with broken clips a warning is logged with the
+    After (or during) each pass, ``skipped`` holds that pass's messages and ``total_skipped`` the
+    count over all passes; at the end of a pass with broken clips one warning is logged with the
     count and the first few messages (never fatal, never silent).
     """
 
@@ -245,11 +232,7 @@ class CountBroken:
         self.report()
 
     def report(self) -> str | None:
-        """Log and return this epoch's summary line (None when nothing was skipped)."""
-        if not self.skipped:
-            return None
-        first = "; ".join(self.skipped[: self.show])
-        more = f" (+{len(self.skipped) - self.show} more)" if len(self.skipped) > self.show else ""
-        line = f"{self.name}: skipped {len(self.skipped)} broken clip(s) in epoch {self.epochs}: {first}{more}"
-        log.warning(line)
-        return line
+        """Log and return this pass's summary line (None when nothing was skipped)."""
+        tally = BrokenClips(self.name, self.show)
+        tally.add(self.skipped)
+        return tally.report(f" in epoch {self.epochs}")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fluxvit.atomic import atomic_write
+
 
 def write_video(
     path: str | os.PathLike,
@@ -26,7 +28,7 @@ def write_video(
     """Encode ``frames`` (T, H, W, 3) uint8 RGB to ``path``; returns the path.
 
     ``gop`` sets the key-frame spacing (None: the encoder's default, 250 for x264). H and W are
-    rounded down to even sizes for yuv420p. The file is written to a temporary name and renamed,
+    rounded down to even sizes for yuv420p. The file is written atomically (:mod:`fluxvit.atomic`),
     so a crash never leaves a half-written video under ``path``. ``reproducible`` makes x264
     write the same bytes for the same frames every time (its SIMD code does not), at ~2.4x the
     encoding time.
@@ -39,38 +41,33 @@ def write_video(
     if pix_fmt == "yuv420p":
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        with av.open(str(tmp), mode="w", format=_format_for(path)) as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = pix_fmt
-            options = {}
-            x264_params = []
-            if codec in ("libx264", "libx265"):
-                options["crf"] = str(crf)
-                options["preset"] = "veryfast"
-            if codec == "libx264" and reproducible:
-                # x264's SIMD code made different files from the same frames now and then
-                # (measured: 3 outcomes in 60 encodes of one clip in one process, 1 with asm=0),
-                # so the same seed would not give the same benchmark. Plain C: ~2.4x slower.
-                x264_params.append("asm=0")
-            if gop is not None:
-                stream.codec_context.gop_size = gop
-                if codec == "libx264":
-                    x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
-            if x264_params:
-                options["x264-params"] = ":".join(x264_params)
-            stream.options = options
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    # not durable: a clip is cheap to encode again, and an fsync per clip would slow synthesis
+    with atomic_write(path, durable=False) as tmp, av.open(str(tmp), mode="w", format=_format_for(path)) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        options = {}
+        x264_params = []
+        if codec in ("libx264", "libx265"):
+            options["crf"] = str(crf)
+            options["preset"] = "veryfast"
+        if codec == "libx264" and reproducible:
+            # x264's SIMD code made different files from the same frames now and then
+            # (measured: 3 outcomes in 60 encodes of one clip in one process, 1 with asm=0),
+            # so the same seed would not give the same benchmark. Plain C: ~2.4x slower.
+            x264_params.append("asm=0")
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+            if codec == "libx264":
+                x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
+        if x264_params:
+            options["x264-params"] = ":".join(x264_params)
+        stream.options = options
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 

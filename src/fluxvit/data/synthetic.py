@@ -2,7 +2,8 @@
 
 ``make_synthetic_dataset`` writes real H.264 mp4 clips with ``train.csv``, ``val.csv`` (lines
 ``relative/path.mp4 label``, no header) and ``classes.txt`` (line i names label i), in the
-annotation format of DESIGN.md §3. ``render_clip`` renders one clip as a uint8 array.
+annotation format of :mod:`fluxvit.data.annotations`. ``render_clip`` renders one clip as a uint8 array.
+(Its length is the catalogue of classes, each a short renderer, documented below.)
 
 What every clip looks like
 --------------------------
@@ -83,6 +84,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -515,13 +517,13 @@ def make_synthetic_dataset(
     start = time.perf_counter()
     _run_jobs(jobs, workers, progress)
     # The CSVs come last, so an interrupted run never looks like a complete dataset.
-    (root / "classes.txt").write_text("".join(f"{n}\n" for n in names))
-    (root / "synth.json").write_text(json.dumps({
+    write_text(root / "classes.txt", "".join(f"{n}\n" for n in names))
+    write_text(root / "synth.json", json.dumps({
         "version": SYNTH_VERSION, "classes": list(names), "per_class": per_class, "size": size,
         "frames": frames, "seed": seed, "val_fraction": val_fraction, "fps": FPS, "crf": CRF,
     }, indent=1) + "\n")
     for split, lines in rows.items():
-        (root / f"{split}.csv").write_text("".join(lines))
+        write_text(root / f"{split}.csv", "".join(lines))
     summary = SynthSummary(root, names, n_train * len(names), n_val * len(names), size, frames, seed,
                            time.perf_counter() - start, workers)
     log.info("%s", summary)

@@ -1,5 +1,9 @@
 """Decoding only the frames a clip needs.
 
+(Longer than most modules on purpose: one concept, decoding, with its parts side by side: the
+file checks, the packet index, the read planner, the PyAV backend and the decoded-frame cache;
+each is short, and they share the index.)
+
 A :class:`VideoReader` turns a file and a list of frame indices into uint8 frames (T, H, W, 3).
 Frame ``i`` is the i-th frame in *presentation* order, whatever the frame rate does (so variable
 frame rate files are indexed by frame, not by time).

@@ -8,13 +8,14 @@ import json
 import logging
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
+from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
+from fluxvit.timing import time_call
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +70,12 @@ def measure_latency(
         video = torch.randn(1, 3, grid.frames, grid.height, grid.width, device=device)
         model.eval()
         with torch.no_grad():
-            model(video, num_tokens=todo[0])  # warm-up
             for b in todo:
-                times = []
-                for _ in range(repeats):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    start = time.perf_counter()
-                    model(video, num_tokens=b)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times.append(time.perf_counter() - start)
-                known[b] = 1e3 * sorted(times)[len(times) // 2]
+                known[b] = 1e3 * time_call(lambda b=b: model(video, num_tokens=b), repeats, 1, device)
                 log.debug("budget %d: %.1f ms", b, known[b])
         if use_cache:
             cache[key] = {str(k): v for k, v in sorted(known.items())}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(".latency.json.part")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, path)
+            write_text(path, json.dumps(cache, indent=1))
     return {b: known[b] for b in budgets}
 
 

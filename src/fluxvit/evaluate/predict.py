@@ -42,14 +42,14 @@ def read_views(path: str | os.PathLike, grid: Grid, views: Views, reader: VideoR
 
 def predict_video(
     model, path: str | os.PathLike, grid: Grid, views: Views = Views(), topk: int = 5,
-    reader: VideoReader | None = None,
+    reader: VideoReader | None = None, selector: str = "group_dynamic",
 ) -> Prediction:
-    """Softmax averaged over the views of ``path`` at ``grid`` (and its budget)."""
+    """Softmax averaged over the views of ``path`` at ``grid`` (and its budget, kept by ``selector``)."""
     video = read_views(path, grid, views, reader)
     budget = grid.num_tokens(model.patch_size)
     model.eval()
     with torch.no_grad():
-        probs = model(video, num_tokens=budget if grid.budget else None).float().softmax(-1).mean(0)
+        probs = model(video, num_tokens=budget if grid.budget else None, selector=selector).float().softmax(-1).mean(0)
     k = min(topk, probs.numel())
     values, ids = probs.topk(k)
     names = model.class_names
@@ -59,13 +59,14 @@ def predict_video(
 
 def show_tokens(
     model, path: str | os.PathLike, grid: Grid, out: str | os.PathLike, reader: VideoReader | None = None,
+    selector: str = "group_dynamic",
 ) -> Path:
     """Write a PNG of the first view's frames with the kept tokens bright and the dropped dimmed."""
     video = read_views(path, grid, Views(1, 1), reader)[:1]  # (1, 3, T, R, R)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     model.eval()
     with torch.no_grad():
-        _, kept = model.forward_tokens(video, num_tokens=budget, return_indices=True)
+        _, kept = model.forward_features(video, num_tokens=budget, selector=selector, return_indices=True)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     frames = ((video[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 3, 0).numpy()

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from fluxvit.atomic import atomic_write
+
 
 def format_gflops(v: float) -> str:
     """GFLOPs with the digits that matter: 440, 83.1, 0.0481 (a nano model at 64 tokens)."""
@@ -70,9 +72,9 @@ def plot_accuracy_vs_gflops(
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, read_annotations
 from fluxvit.data.datasets import CountBroken, SkipBroken, VideoViewDataset, collate_clips
 from fluxvit.data.transforms import EvalTransform
@@ -23,6 +23,7 @@ from fluxvit.errors import ConfigError
 from fluxvit.evaluate.metrics import ViewAccumulator
 from fluxvit.evaluate.token_optimization import Score, ScoreFn, stored_grid
 from fluxvit.flux.grid import Grid
+from fluxvit.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,11 @@ class Views:
         return f"{self.clips}x{self.crops}"
 
 
-def default_grid(model, budget: int | None) -> Grid:
+def sampling_grid(model, budget: int | None) -> Grid:
     """The grid to sample for ``budget``: Token Optimization's stored choice, else the model's
     default grid (selection cuts it to the budget)."""
-    chosen = stored_grid(getattr(model, "checkpoint_meta", None), budget) if budget else None
-    if chosen is not None:
-        return chosen
-    t, r = model.config.default_grid
-    return Grid(t, r, budget=budget)
+    chosen = stored_grid(model.checkpoint_meta, budget) if budget else None
+    return chosen if chosen is not None else model.default_grid.with_budget(budget)
 
 
 def check_labels(model, annotations: Annotations) -> None:
@@ -81,19 +79,48 @@ def view_loader(
 @dataclass
 class RunStats:
     views: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # in the model's forward (device synchronised), decoding excluded
     broken: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured: accuracy (%) over ``videos`` readable videos (``views``
+    views in all), at ``grid`` (TxHxW) cut to ``budget`` tokens; GFLOPs per view (the paper's
+    encoder count and the whole forward); measured ms per view in the forward; broken videos
+    skipped (count and messages); optionally each class's top-1 and each video's outcome."""
+
+    top1: float
+    top5: float
+    videos: int
+    views: int
+    grid: str
+    budget: int
+    views_per_video: str
+    gflops: float
+    gflops_total: float
+    ms_per_view: float
+    broken: int
+    broken_videos: list[str]
+    per_class: list[float | None] | None = None
+    per_video: dict | None = None  # video id (CSV row) -> correct
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (the optional fields only when measured)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("per_class", "per_video")}
 
 
 def run_views(
     model, loader: CountBroken, budget: int | None, head: int | None,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
-    device: torch.device | None = None, progress: bool = False, desc: str = "eval",
+    device: torch.device | None = None, progress: bool = False, desc: str = "eval", selector: str = "group_dynamic",
 ) -> RunStats:
-    """Run ``model`` over every view of every video. ``on_batch(logits (V, K), embeddings (V, D),
-    labels (V,), video_ids (V,))`` receives each video's views."""
+    """Run ``model`` over every view of every video, selecting ``budget`` tokens with
+    ``selector``. ``on_batch(logits (V, K), embeddings (V, D), labels (V,), video_ids (V,))``
+    receives each video's views."""
     device = device or next(model.parameters()).device
     stats = RunStats()
+    watch = Stopwatch(device)
     model.eval()
     iterator = loader
     if progress:
@@ -106,13 +133,14 @@ def run_views(
             per_video = batch.video.shape[1]
             labels = batch.label.repeat_interleave(per_video)
             ids = batch.index.repeat_interleave(per_video)
-            start = time.perf_counter()
-            h = model.resolve_head(video, budget, head)
-            emb = model.forward_features(video, num_tokens=budget, head=h)
-            logits = model.forward_head(emb, h)
-            stats.seconds += time.perf_counter() - start
+            with watch:
+                tokens = model.forward_features(video, num_tokens=budget, selector=selector)
+                h = model.resolve_head(tokens.shape[1] - 1, head)
+                emb = model.forward_head(tokens, h, pre_logits=True)
+                logits = model.classify(emb, h)
             stats.views += video.shape[0]
             on_batch(logits, emb, labels, ids)
+    stats.seconds = watch.seconds
     stats.broken = list(loader.skipped)
     return stats
 
@@ -120,30 +148,26 @@ def run_views(
 def evaluate(
     model, annotations: Annotations, grid: Grid, views: Views = Views(), head: int | None = None,
     per_class: bool = False, workers: int = 0, progress: bool = False,
-    indices: Sequence[int] | None = None, per_video: bool = False,
-) -> dict:
-    """Multi-view accuracy of ``model`` at ``grid`` (its budget, if any, selects tokens).
-
-    Returns top1/top5 (%), videos, views, broken (count and messages), GFLOPs per view (the
-    paper's count and the whole forward), and measured ms per view; optionally each class's
-    top-1 (``per_class``) and each video's outcome by CSV row (``per_video``).
-    """
+    indices: Sequence[int] | None = None, per_video: bool = False, selector: str = "group_dynamic",
+) -> EvalResult:
+    """Multi-view accuracy of ``model`` at ``grid`` (its budget, if any, selects tokens with
+    ``selector``), over the videos of ``annotations`` (or its rows ``indices``); see
+    :class:`EvalResult`."""
     check_labels(model, annotations)
     grid.check_patch(model.patch_size)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     acc = ViewAccumulator(model.num_classes)
     loader = view_loader(annotations, grid, views, workers, indices)
     stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
-                      progress=progress, desc=f"eval {grid}")
+                      progress=progress, desc=f"eval {grid}", selector=selector)
     flops = model.estimate_flops(grid)
-    out = acc.result(per_class=per_class, per_video=per_video)
-    out.update(
+    return EvalResult(
+        **acc.result(per_class=per_class, per_video=per_video),
         grid=f"{grid.frames}x{grid.height}x{grid.width}", budget=budget or grid.num_patches(model.patch_size),
         views_per_video=str(views), gflops=flops.paper / 1e9, gflops_total=flops.total / 1e9,
         ms_per_view=1e3 * stats.seconds / max(stats.views, 1), broken=len(stats.broken),
         broken_videos=stats.broken,
     )
-    return out
 
 
 def subset_indices(n: int, fraction: float) -> list[int]:
@@ -163,7 +187,7 @@ def token_optimization_scorer(
     def score(grid: Grid, on_subset: bool) -> Score:
         res = evaluate(model, annotations, grid, views, workers=workers, progress=progress,
                        indices=picked if on_subset else None, per_video=True)
-        return Score(res["per_video"])
+        return Score(res.per_video)
 
     return score
 
@@ -178,7 +202,7 @@ def extract_features(
     from safetensors.torch import save_file
 
     annotations = read_annotations(csv, data_root)
-    grid = grid or default_grid(model, None)
+    grid = grid or sampling_grid(model, None)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
@@ -201,8 +225,6 @@ def extract_features(
         "index": torch.tensor(order),
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(stats.broken)})
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(stats.broken)})
     return out

@@ -2,21 +2,20 @@
 machine's matmul peak, and the token selector's share of a forward.
 
 Used by ``fluxvit bench`` and by ``benchmarks/bench_model.py``. Timings are medians of repeated
-calls after a warm-up; on CUDA every call is synchronised.
+calls after a warm-up, through :func:`fluxvit.timing.time_call` (CUDA synchronised).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
 from fluxvit.flux.grid import Grid
 from fluxvit.flux.selectors import group_dynamic_select
+from fluxvit.timing import time_call
 
 
 def machine(device: torch.device | str = "cpu") -> dict:
@@ -31,21 +30,6 @@ def machine(device: torch.device | str = "cpu") -> dict:
         "processor": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
-
-
-def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, device: torch.device | str = "cpu") -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, device: torch.device | str = "cpu") -> float:

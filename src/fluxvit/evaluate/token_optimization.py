@@ -55,11 +55,13 @@ ScoreFn = Callable[[Grid, bool], Score]
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Candidate frame counts and resolutions; grids sampling more than ``max_factor`` x N
-    patches are skipped (their decoding and embedding cost stops paying off)."""
+    """Candidate frame counts and resolutions; grids sampling fewer than N or more than
+    ``max_factor`` x N patches are skipped (the latter's decoding and embedding cost stops paying
+    off), so one space serves every budget, from a nano model's 64 tokens to FluxViT-B's 3072.
+    These are the defaults of ``fluxvit optimize`` too."""
 
     frames: tuple[int, ...] = (2, 4, 6, 8, 12, 16, 24)
-    sizes: tuple[int, ...] = (112, 140, 168, 196, 224, 252, 280)
+    sizes: tuple[int, ...] = (56, 70, 84, 98, 112, 140, 168, 196, 224, 252, 280)
     max_factor: float = 8.0
 
     def candidates(self, budget: int, patch_size: int) -> list[Grid]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fluxvit.atomic import atomic_write
+
 
 def token_mosaic(
     frames: np.ndarray, kept: torch.Tensor | np.ndarray | None, patch_size: int, dim: float = 0.25,
@@ -55,8 +57,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     import matplotlib.image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part.png")
-    matplotlib.image.imsave(tmp, image)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        matplotlib.image.imsave(tmp, image, format="png")
     return path

@@ -8,9 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fluxvit.atomic import write_text
 from fluxvit.data.annotations import Annotations
 from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
-from fluxvit.evaluate.runner import Views, default_grid, evaluate, token_optimization_scorer
+from fluxvit.evaluate.runner import EvalResult, Views, evaluate, token_optimization_scorer
 from fluxvit.evaluate.token_optimization import (
     BudgetChoice,
     SearchSpace,
@@ -44,14 +45,20 @@ class TOReport:
     checkpoint: Path | None
 
 
+def plain_accuracies(model, annotations: Annotations, budget: int, views: Views,
+                     workers: int = 0) -> dict[str, tuple[Grid, EvalResult]]:
+    """The usual ways to meet ``budget`` without selection, from the model's default grid
+    (:func:`~fluxvit.evaluate.token_optimization.plain_grids`), each evaluated: name -> (grid, result)."""
+    return {name: (g, evaluate(model, annotations, g, views, workers=workers))
+            for name, g in plain_grids(budget, model.default_grid, model.patch_size).items()}
+
+
 def compare_budget(model, annotations: Annotations, budget: int, choice: BudgetChoice, views: Views,
                    workers: int = 0) -> dict:
     """One table row: top-1 of each way of meeting ``budget`` and their GFLOPs (paper count)."""
-    base = Grid(*model.config.default_grid)
     row: dict = {"budget": budget, "gflops": model.estimate_flops(budget).paper / 1e9}
-    for name, g in plain_grids(budget, base, model.patch_size).items():
-        res = evaluate(model, annotations, g, views, workers=workers)
-        row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = res["top1"], res["gflops"], str(g)
+    for name, (g, res) in plain_accuracies(model, annotations, budget, views, workers).items():
+        row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = res.top1, res.gflops, str(g)
     # The default grid cut to the budget was scored by the search (None: it has too few tokens).
     row["selection"] = choice.reference_accuracy
     row["to"], row["to_grid"] = choice.accuracy, str(choice.best.with_budget(None))
@@ -68,11 +75,10 @@ def token_optimization_report(
     The model's default grid is kept unless a grid beats it by more than ``min_gain_se``
     standard errors (see :mod:`fluxvit.evaluate.token_optimization`)."""
     score = token_optimization_scorer(model, annotations, views, subset, workers, progress)
-    base = Grid(*model.config.default_grid)
     choices, rows = {}, []
     for budget in budgets:
         choice = optimize_budget(budget, space.candidates(budget, model.patch_size), score, refine_top,
-                                 model.patch_size, reference=base, min_gain_se=min_gain_se)
+                                 model.patch_size, reference=model.default_grid, min_gain_se=min_gain_se)
         choices[budget] = choice
         rows.append(compare_budget(model, annotations, budget, choice, views, workers))
     out = Path(out_dir)
@@ -82,13 +88,12 @@ def token_optimization_report(
     plot = plot_accuracy_vs_gflops(series, out / "token_optimization.png",
                                    title=f"{model.name}: accuracy vs compute ({annotations.csv.name})")
     md = out / "report.md"
-    md.write_text(f"# Token Optimization\n\nCheckpoint model: `{model.name}`; data: `{annotations.csv}`; "
+    write_text(md, f"# Token Optimization\n\nCheckpoint model: `{model.name}`; data: `{annotations.csv}`; "
                   f"views {views}.\n\n{table}\n\n![accuracy vs GFLOPs](token_optimization.png)\n")
     saved = None
     if save_to is not None:
         if Path(save_to).suffix == ".safetensors" or Path(save_to).is_dir():
-            meta = choices_metadata(choices, getattr(model, "checkpoint_meta", None))
-            model.checkpoint_meta = {**getattr(model, "checkpoint_meta", {}), **meta}
+            model.checkpoint_meta = {**model.checkpoint_meta, **choices_metadata(choices, model.checkpoint_meta)}
             saved = save_checkpoint(model, save_to)
             log.info("stored Token Optimization choices in %s", saved)
         else:
@@ -96,4 +101,4 @@ def token_optimization_report(
     return TOReport(rows, choices, table, md, plot, saved)
 
 
-__all__ = ["token_optimization_report", "compare_budget", "TOReport", "default_grid"]
+__all__ = ["token_optimization_report", "compare_budget", "plain_accuracies", "TOReport"]

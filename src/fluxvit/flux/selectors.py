@@ -5,7 +5,8 @@ Every selector is a plain function
     select(embeddings, num_tokens, generator=None) -> kept   # (B, T, L, C) -> (B, N) int64
 
 returning, for each clip, ``num_tokens`` distinct flat indices into ``T * L`` in increasing
-order, so that kept tokens stay in their original space-time order. They run under
+order, so that kept tokens stay in their original space-time order (``group_dynamic_release``,
+for comparisons with the release, can return a few fewer: its per-group rounding). They run under
 ``torch.no_grad`` semantics: scores never carry gradients.
 """
 
@@ -46,12 +47,26 @@ def _check(embeddings: torch.Tensor, num_tokens: int) -> tuple[int, int, int]:
 def _keep_top(scores: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
     """Boolean mask (B, G, M) keeping the ``shares[g]`` highest scores of each group g.
 
-    Ties go to the earlier token (stable sort), so the result is deterministic.
+    Tie rule: among tokens whose scores are exactly equal at the cut, the earlier ones (in
+    space-time order) are kept. Ties are common, not a corner case: a group's first frame reuses
+    the score of the group's first pair, so frames 0 and 1 of every group tie at every position,
+    and static regions of a decoded video score exactly 0. The release leaves this to an unstable
+    ``argsort``, which has no rule: on CPU it kept the later of a straddling pair in 19 of 44
+    cases (tests/models/golden_ties.json), and CUDA sorts differently again, so no fixed rule can
+    match it on such inputs. Ours is one rule, the same on every device, and it exports: it is
+    computed with top-k, comparisons and a cumulative sum (no sort; ONNX has no stable sort):
+    the cut's score v is the share-th largest; keep every score above v, then the first
+    (share - #above) of those equal to v. NaN scores count as +inf.
     """
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-    rank_kept = torch.arange(scores.shape[-1], device=scores.device) < shares.to(scores.device)[:, None]
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    return mask.scatter_(-1, order, rank_kept.expand_as(order))
+    scores = torch.nan_to_num(scores, nan=float("inf"))
+    shares = shares.to(scores.device)
+    largest = torch.topk(scores, int(shares.max()), dim=-1).values  # (B, G, max share), descending
+    # (B, G, 1); a share of 0 (a budget below the group count) reads the largest and keeps none
+    cut = largest.gather(-1, (shares - 1).clamp(min=0).expand(*scores.shape[:-1])[..., None])
+    above = scores > cut
+    at_cut = scores == cut
+    room = shares[:, None] - above.sum(dim=-1, keepdim=True)  # places left for tokens at the cut
+    return above | (at_cut & (torch.cumsum(at_cut.long(), dim=-1) <= room))
 
 
 def _mask_to_indices(mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -66,25 +81,45 @@ def equal_shares(total: int, groups: int) -> torch.Tensor:
     return torch.tensor([base + (g < extra) for g in range(groups)], dtype=torch.long)
 
 
+def release_shares(total: int, frames: int, tokens_per_frame: int, groups: int) -> torch.Tensor:
+    """The release's per-group counts for a budget of ``total``: it is called with a masking
+    ratio r = 1 - N / (T*L) and keeps ``int((1 - r) * (T/G) * L)`` in every group, in floating
+    point: a few fewer than N on some grids (16x196 at 1024 keeps 4 x 255 = 1020; 24x224 at
+    2048 keeps 4 x 511 = 2044), and the remainder of an N that G does not divide is dropped."""
+    ratio = 1 - total / (frames * tokens_per_frame)
+    share = int((1 - ratio) * (frames // groups * tokens_per_frame))
+    if share < 1:
+        raise ConfigError(f"with the release's rounding a budget of {total} keeps no token in each of {groups} groups")
+    return torch.full((groups,), share, dtype=torch.long)
+
+
+ROUNDINGS = ("exact", "release")
+
+
 @torch.no_grad()
 def group_dynamic_select(
-    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None
+    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None, rounding: str = "exact",
 ) -> torch.Tensor:
     """FluxViT's group-dynamic selector.
 
     The T frames form G contiguous groups (:func:`num_groups`). Inside a group, each patch is
     scored by the L2 distance between its embedding and the same position in the previous
     frame; the group's first frame reuses the score of the group's first pair. Each group keeps
-    its equal share of ``num_tokens`` (remainder to the earliest groups) with the highest
-    scores. A group of one frame (T = 1) scores patches by their distance to the frame's mean.
+    its share of ``num_tokens`` with the highest scores (ties: the earlier token, see
+    :func:`_keep_top`). ``rounding="exact"``: equal shares that add up to exactly N (remainder to
+    the earliest groups); ``"release"``: the release's per-group counts
+    (:func:`release_shares`), for comparing with the release, which can keep fewer than N.
+    A group of one frame (T = 1) scores patches by their distance to the frame's mean.
 
     Args:
         embeddings: (B, T, L, C) patch embeddings (after patch norm, before positions).
         num_tokens: N, 1 <= N <= T * L.
     Returns:
-        (B, N) int64 flat indices into T * L, increasing.
+        (B, N') int64 flat indices into T * L, increasing; N' = N, or the release's count.
     """
     b, t, l = _check(embeddings, num_tokens)
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"selector rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
     g = num_groups(t)
     x = embeddings.detach().reshape(b, g, t // g, l, -1)
     if t // g > 1:
@@ -92,8 +127,9 @@ def group_dynamic_select(
         scores = torch.cat([dist[:, :, :1], dist], dim=2)
     else:
         scores = torch.linalg.vector_norm(x - x.mean(dim=3, keepdim=True), dim=-1)
-    mask = _keep_top(scores.reshape(b, g, -1).float(), equal_shares(num_tokens, g))
-    return _mask_to_indices(mask, num_tokens)
+    shares = equal_shares(num_tokens, g) if rounding == "exact" else release_shares(num_tokens, t, l, g)
+    mask = _keep_top(scores.reshape(b, g, -1).float(), shares)
+    return _mask_to_indices(mask, int(shares.sum()))
 
 
 @torch.no_grad()
@@ -140,8 +176,16 @@ def static_drop_select(
     return _mask_to_indices(mask, num_tokens)
 
 
+def release_group_dynamic_select(
+    embeddings: torch.Tensor, num_tokens: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """:func:`group_dynamic_select` with the release's per-group counts (``rounding="release"``)."""
+    return group_dynamic_select(embeddings, num_tokens, generator, rounding="release")
+
+
 SELECTORS: dict[str, Selector] = {
     "group_dynamic": group_dynamic_select,
+    "group_dynamic_release": release_group_dynamic_select,
     "random": random_select,
     "uniform": uniform_select,
     "static_drop": static_drop_select,
@@ -149,7 +193,8 @@ SELECTORS: dict[str, Selector] = {
 
 
 def get_selector(name: str | Selector) -> Selector:
-    """A selector by name (``group_dynamic``, ``random``, ``uniform``, ``static_drop``) or as is."""
+    """A selector by name (``group_dynamic``, ``group_dynamic_release``, ``random``, ``uniform``,
+    ``static_drop``) or as is."""
     if callable(name):
         return name
     try:

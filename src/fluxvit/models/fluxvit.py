@@ -71,6 +71,11 @@ class FluxViTConfig:
         return cls(**d)
 
 
+def count_modules(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many numbered modules ``prefix<i>.`` a state dict holds (``blocks.``, ``heads.``)."""
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
 class FluxViT(nn.Module):
     """FluxViT (patch 14, tubelet 1): DPN patch embedding, global-local positional embedding,
     token selection to a budget, RMSNorm blocks, one attention-pooling projector and classifier
@@ -78,7 +83,11 @@ class FluxViT(nn.Module):
 
     ``model(video, num_tokens=N, head=h)``: video (B, 3, T, H, W) normalised, H and W multiples
     of the patch size; returns logits (B, num_classes) from head ``h`` (default: the head whose
-    training budget is nearest to N).
+    training budget is nearest to N). As in timm, ``forward_features`` returns the tokens
+    (B, 1 + N, C) and ``forward_head(tokens, pre_logits=True)`` the pooled clip embedding.
+
+    Attributes set by loading: ``name`` (the registered architecture), ``class_names`` and
+    ``checkpoint_meta`` (the file's metadata record, kept when the model is saved again).
     """
 
     def __init__(self, config: FluxViTConfig | None = None, **overrides) -> None:
@@ -89,6 +98,7 @@ class FluxViT(nn.Module):
         self.config = cfg
         self.name: str | None = None
         self.class_names: list[str] | None = None
+        self.checkpoint_meta: dict = {}
         c = cfg.embed_dim
         self.patch_embed = DualNormPatchEmbed(cfg.patch_size, c, cfg.in_chans)
         self.pos_embed = GlobalPosEmbed(c, cfg.pos_grid, cfg.gpe_kernel)
@@ -145,6 +155,11 @@ class FluxViT(nn.Module):
         return self.config.num_classes
 
     @property
+    def default_grid(self) -> Grid:
+        """The sampling grid (T, R) used when a caller gives only a budget (no budget set)."""
+        return Grid(*self.config.default_grid)
+
+    @property
     def budgets(self) -> tuple[int, ...]:
         """Training budget of each head, in head order."""
         return tuple(int(b) for b in self.head_budgets.tolist())
@@ -162,7 +177,7 @@ class FluxViT(nn.Module):
         return min(range(len(budgets)), key=lambda i: abs(budgets[i] - num_tokens))
 
     # ------------------------------------------------------------------ forward
-    def forward_tokens(
+    def forward_features(
         self,
         video: torch.Tensor,
         num_tokens: int | None = None,
@@ -187,6 +202,7 @@ class FluxViT(nn.Module):
         kept = None
         if n < t * h * w:
             kept = get_selector(selector)(x, n, generator=generator)  # (B, N), scored without positions
+            n = kept.shape[1]  # the release's rounding may keep a few fewer
         x = x.reshape(b, t * h * w, c) + self.pos_embed(t, h, w)  # global positions, before selection
         if kept is not None:
             # Gathering after the add, not adding ``pos[kept]`` after the gather: the backward of
@@ -202,33 +218,30 @@ class FluxViT(nn.Module):
                 x = blk(x)
         return (x, kept) if return_indices else x
 
-    def pool(self, tokens: torch.Tensor, head: int) -> torch.Tensor:
-        """Tokens (B, 1 + N, C) -> clip embedding (B, clip_embed_dim) through projector ``head``."""
-        return self.projectors[head](tokens)
-
-    def forward_head(self, clip_embedding: torch.Tensor, head: int) -> torch.Tensor:
-        """Clip embedding (B, D) -> logits (B, num_classes) through classifier ``head``."""
-        return self.heads[head](self.fc_dropout(self.fc_norm(clip_embedding)))
-
-    def resolve_head(self, video: torch.Tensor, num_tokens: int | None, head: int | None) -> int:
+    def resolve_head(self, num_tokens: int, head: int | None = None) -> int:
+        """``head`` checked (negative counts from the end), or for None the head whose training
+        budget is nearest to ``num_tokens``, the tokens the transformer sees."""
         if head is None:
-            t, hh, ww = video.shape[-3:]
-            full = t * (hh // self.patch_size) * (ww // self.patch_size)
-            return self.head_for(num_tokens if num_tokens is not None else full)
+            return self.head_for(num_tokens)
         if not -len(self.heads) <= head < len(self.heads):
             raise ConfigError(f"head {head} does not exist; this model has {len(self.heads)} heads")
         return head % len(self.heads)
 
-    def forward_features(
-        self,
-        video: torch.Tensor,
-        num_tokens: int | None = None,
-        head: int | None = None,
-        selector: str | Selector = "group_dynamic",
-    ) -> torch.Tensor:
-        """Pooled clip embedding (B, clip_embed_dim) at ``num_tokens`` through projector ``head``."""
-        head = self.resolve_head(video, num_tokens, head)
-        return self.pool(self.forward_tokens(video, num_tokens, selector), head)
+    def pool(self, tokens: torch.Tensor, head: int) -> torch.Tensor:
+        """Tokens (B, 1 + N, C) -> clip embedding (B, clip_embed_dim) through projector ``head``."""
+        return self.projectors[head](tokens)
+
+    def classify(self, clip_embedding: torch.Tensor, head: int) -> torch.Tensor:
+        """Clip embedding (B, clip_embed_dim) -> logits (B, num_classes) through classifier ``head``."""
+        return self.heads[head](self.fc_dropout(self.fc_norm(clip_embedding)))
+
+    def forward_head(self, tokens: torch.Tensor, head: int | None = None, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, 1 + N, C) -> logits (B, num_classes) through ``head`` (default: nearest to
+        N); with ``pre_logits`` the clip embedding (B, clip_embed_dim) instead: the projector's
+        output, the feature that alignment, distillation and ``fluxvit features`` use."""
+        head = self.resolve_head(tokens.shape[1] - 1, head)
+        embedding = self.pool(tokens, head)
+        return embedding if pre_logits else self.classify(embedding, head)
 
     def forward(
         self,
@@ -238,8 +251,7 @@ class FluxViT(nn.Module):
         selector: str | Selector = "group_dynamic",
     ) -> torch.Tensor:
         """Logits (B, num_classes) for video (B, 3, T, H, W) at ``num_tokens`` via ``head``."""
-        head = self.resolve_head(video, num_tokens, head)
-        return self.forward_head(self.forward_features(video, num_tokens, head, selector), head)
+        return self.forward_head(self.forward_features(video, num_tokens, selector), head)
 
     def align(self, clip_embedding: torch.Tensor, index: int) -> torch.Tensor:
         """L2-normalised alignment features (B, D) for Flux-Multi co-training."""

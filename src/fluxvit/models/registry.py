@@ -1,14 +1,22 @@
-"""Model registry: one constructor per architecture name, all through :func:`create_model`."""
+"""Model assembly: one constructor per architecture name, :func:`create_model` building any of
+them fresh or from a checkpoint, and the checks that make loading an untrusted file safe."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
-from fluxvit.errors import ConfigError
-from fluxvit.models.fluxvit import FluxViT, FluxViTConfig
+import torch
+
+from fluxvit.errors import CheckpointError, ConfigError, reason
+from fluxvit.models.checkpoint import read_checkpoint, save_checkpoint
+from fluxvit.models.fluxvit import FluxViT, FluxViTConfig, count_modules
+from fluxvit.models.pos_embed import interpolate_table
+from fluxvit.models.release import convert_official_state_dict, release_num_classes
 
 _REGISTRY: dict[str, Callable[[], FluxViTConfig]] = {}
+DEFAULT_NUM_CLASSES = 400  # Kinetics-400, the release's; used when neither caller nor file says
 
 
 def register_model(fn: Callable[[], FluxViTConfig]) -> Callable[[], FluxViTConfig]:
@@ -81,6 +89,137 @@ def create_model(
         model = FluxViT(model_config(name, **overrides))
         model.name = name
         return model
-    from fluxvit.models.checkpoint import load_into
-
     return load_into(name, checkpoint, num_classes=num_classes, reset_heads=reset_heads, **overrides)
+
+
+def load_into(
+    name: str,
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    reset_heads: bool = False,
+    **overrides,
+) -> FluxViT:
+    """Build architecture ``name`` and load ``path`` into it (see :func:`create_model`)."""
+    state, meta = read_checkpoint(path)
+    official = meta.get("format") == "official"
+    if meta.get("model") and meta["model"] != name:
+        raise CheckpointError(f"{path}: is a checkpoint for {meta['model']}, not {name}")
+    saved_cfg = meta.get("config") or {}
+    if official:
+        ckpt_classes = release_num_classes(state)
+    else:
+        _check_against_weights(name, saved_cfg, state, path)
+        head = state.get("heads.0.weight")
+        ckpt_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else None
+    want = num_classes if num_classes is not None else ckpt_classes or DEFAULT_NUM_CLASSES
+    cfg = model_config(name, **{**saved_cfg, **overrides, "num_classes": want})
+    if official:
+        state = convert_official_state_dict(state, cfg)
+    elif "pos_embed.table" in state and tuple(state["pos_embed.table"].shape[2:]) != tuple(cfg.pos_grid):
+        state["pos_embed.table"] = interpolate_table(state["pos_embed.table"], tuple(cfg.pos_grid))
+    if "head_budgets" in state:
+        cfg.head_budgets = tuple(int(b) for b in state["head_budgets"].tolist())
+    model = FluxViT(cfg)
+    model.name = name
+    if ckpt_classes is not None and ckpt_classes != want:
+        if not reset_heads:
+            raise CheckpointError(
+                f"{path}: has {ckpt_classes} classes but num_classes={want} was asked "
+                f"(fine-tuning: pass reset_heads=True)"
+            )
+        state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+    _load_checked(model, state, path, allow_missing=("heads.",) if reset_heads else ())
+    classes = meta.get("classes")
+    model.class_names = list(classes) if classes and len(classes) == want else None
+    model.checkpoint_meta = {k: v for k, v in meta.items() if k not in ("config", "format")}
+    return model
+
+
+def _check_against_weights(name: str, saved: dict, state: dict[str, torch.Tensor], path) -> None:
+    """The file's metadata (its model config, its head budgets) must describe the file's own
+    tensors. Checked before anything is built, because metadata is untrusted: a forged
+    ``depth: 1000000`` or ``mlp_ratio: 1e6`` would otherwise allocate without bound. Module
+    counts are compared first, then every shape of the architecture built on the meta device,
+    which allocates nothing."""
+    budgets = state.get("head_budgets")
+    heads = count_modules(state, "heads.")
+    if budgets is not None and (budgets.dim() != 1 or budgets.is_floating_point() or budgets.numel() != heads):
+        raise CheckpointError(f"{path}: head_budgets {tuple(budgets.shape)} does not match its {heads} heads")
+    if not saved:
+        return
+    try:
+        cfg = model_config(name, **saved)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the model config in its metadata is invalid ({reason(e)})") from None
+    for what, prefix, n in (("blocks", "blocks.", cfg.depth), ("heads", "heads.", len(cfg.head_budgets)),
+                            ("alignment projectors", "align_projs.", cfg.num_align_projs)):
+        found = count_modules(state, prefix)
+        if found != n:
+            raise CheckpointError(f"{path}: its metadata describes {n} {what}, its weights hold {found}")
+    table = state.get("pos_embed.table")  # its initial values are computed, not allocated on "meta"
+    if table is None or tuple(table.shape) != (1, cfg.embed_dim, *cfg.pos_grid):
+        raise CheckpointError(f"{path}: its metadata describes a positional table {(1, cfg.embed_dim, *cfg.pos_grid)}, "
+                              f"its weights hold {None if table is None else tuple(table.shape)}")
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in FluxViT(cfg).state_dict().items()}
+    except (ConfigError, RuntimeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{path}: the model config in its metadata is invalid ({reason(e)})") from None
+    for key, shape in shapes.items():
+        if key in state and tuple(state[key].shape) != shape:
+            raise CheckpointError(f"{path}: its metadata config does not match its weights: {key} is "
+                                  f"{tuple(state[key].shape)} in the weights, {shape} in the config")
+
+
+def _load_checked(model: FluxViT, state: dict[str, torch.Tensor], path, allow_missing=()) -> None:
+    """Load ``state`` strictly, turning every mismatch into one plain sentence."""
+    own = model.state_dict()
+    wrong = [
+        f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} tensors have other shapes, e.g. {', '.join(wrong[:2])}")
+    if missing:
+        problems.append(f"{len(missing)} tensors are missing, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors are unknown, e.g. {', '.join(unexpected[:3])}")
+    if problems:
+        raise CheckpointError(f"{path}: does not fit {model.name or 'this model'}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=not allow_missing)
+
+
+def load_checkpoint(path: str | os.PathLike, num_classes: int | None = None) -> FluxViT:
+    """Load one of our checkpoints (file or directory) without naming the architecture."""
+    _, meta = read_checkpoint(path)
+    if meta.get("format") != "fluxvit" or not meta.get("model"):
+        raise CheckpointError(f"{path}: carries no model name; use create_model(NAME, checkpoint=...)")
+    return create_model(meta["model"], num_classes=num_classes, checkpoint=path)
+
+
+def convert_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    name: str,
+    num_classes: int | None = None,
+    classes_file: str | os.PathLike | None = None,
+) -> str:
+    """Official release file -> our checkpoint at ``dst``; returns a one-line summary."""
+    _, meta = read_checkpoint(src)
+    if meta.get("format") != "official":
+        raise CheckpointError(f"{src}: is not an official FluxViT release checkpoint")
+    model = create_model(name, num_classes=num_classes, checkpoint=src)
+    classes = None
+    if classes_file:
+        classes = [ln.strip() for ln in Path(classes_file).read_text().splitlines() if ln.strip()]
+        if len(classes) != model.num_classes:
+            raise CheckpointError(
+                f"{classes_file}: lists {len(classes)} classes, the checkpoint has {model.num_classes}"
+            )
+    out = save_checkpoint(model, dst, classes=classes)
+    return (f"wrote {out}: {name}, {model.num_classes} classes, heads at "
+            f"{'/'.join(str(b) for b in model.budgets)} tokens")

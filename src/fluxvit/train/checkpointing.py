@@ -2,8 +2,8 @@
 
 A training checkpoint (``ckpt_000123.pt``) holds the model, the objective's trainable parts,
 the optimiser, the schedule and sampler positions, the EMA weights and the RNG states (torch
-CPU and CUDA, Python ``random``, numpy). It is written to a temporary file, flushed and renamed,
-so a crash never leaves a half-written checkpoint under the final name; the last ``keep``
+CPU and CUDA, Python ``random``, numpy). It is written atomically (:mod:`fluxvit.atomic`), so a
+crash never leaves a half-written checkpoint under the final name; the last ``keep``
 are kept. Loading uses ``torch.load(weights_only=True)``: only tensors and plain containers.
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fluxvit.errors import CheckpointError
+from fluxvit.atomic import atomic_write
+from fluxvit.errors import CheckpointError, reason
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +74,19 @@ def _to_tuples(x):
 def save_training_state(state: dict, directory: str | os.PathLike, step: int, keep: int) -> Path:
     """Write ``state`` as the checkpoint of ``step`` atomically; delete all but the last ``keep``."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    tmp = directory / f".{path.name}.part"
     writer = None
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
             writer = _RecordingWriter(f)
             torch.save(state, writer)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)  # the rename itself survives a power cut
     except (OSError, RuntimeError) as e:
         cause = writer.error if writer is not None and writer.error is not None else e
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).splitlines()[0][:120]
         kept = [p.name for _, p in list_checkpoints(directory)]
         previous = f"; {kept[-1]} is kept" if kept else ""
-        raise CheckpointError(f"{path}: could not write the training checkpoint ({reason}){previous}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise CheckpointError(f"{path}: could not write the training checkpoint ({reason(cause, 120)}){previous}") \
+            from None
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -118,14 +111,6 @@ class _RecordingWriter:
         self._f.flush()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def load_training_state(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_training_state` (tensors and plain data only).
 
@@ -140,8 +125,7 @@ def load_training_state(path: str | os.PathLike) -> dict:
         with open(path, "rb") as f:
             state = torch.load(f, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({reason(e)})") from None
     if damaged is not None:
         raise CheckpointError(f"{path}: damaged training checkpoint: record {damaged} fails its CRC check")
     if not isinstance(state, dict) or "model" not in state or "step" not in state:

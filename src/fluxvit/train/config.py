@@ -17,11 +17,13 @@ from typing import Any
 
 import yaml
 
+from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
+from fluxvit.flux.grid import FluxGrid, Grid
 from fluxvit.typecheck import coerce, show
 
-OBJECTIVES = ("fixed", "flux", "flux_multi", "distill")
 PRECISIONS = ("fp32", "bf16")
+_FLUX = FluxGrid()  # the family's defaults are FluxGrid's
 
 
 @dataclass
@@ -68,11 +70,19 @@ class FluxConfig:
     """Sampling grids. Flux draws one (T, R) per batch from the family; ``fixed`` (``TxR``)
     pins every batch to one grid, as the fixed-grid baseline does."""
 
-    frames: list[int] = field(default_factory=lambda: [6, 24, 2])  # start, stop (incl.), step
-    sizes: list[int] = field(default_factory=lambda: [112, 336, 28])
-    min_tokens: int = 2048
-    max_tokens: int = 6144
+    frames: list[int] = field(default_factory=lambda: list(_FLUX.frames))  # start, stop (incl.), step
+    sizes: list[int] = field(default_factory=lambda: list(_FLUX.sizes))
+    min_tokens: int = _FLUX.min_tokens
+    max_tokens: int = _FLUX.max_tokens
     fixed: str | None = None
+
+    def grids(self, patch_size: int) -> tuple[Grid, ...]:
+        """The grids a student of ``patch_size`` is trained on (checked)."""
+        if self.fixed is not None:
+            grid = Grid.parse(self.fixed)
+            grid.check_patch(patch_size)
+            return (grid,)
+        return FluxGrid(tuple(self.frames), tuple(self.sizes), self.min_tokens, self.max_tokens, patch_size).grids
 
 
 @dataclass
@@ -82,7 +92,7 @@ class ObjectiveConfig:
     token and pooled-feature alignment to a frozen teacher."""
 
     name: str = "flux_multi"
-    budget: int | None = None  # fixed/flux: tokens kept (default: fixed keeps all, flux head 0's)
+    budget: int | None = None  # fixed/flux/distill: tokens kept (default: fixed keeps all, the others head 0's)
     head: int | None = None  # fixed/flux: head trained (default: the head nearest the budget)
     align_weight: float = 1.0  # flux_multi: weight of the alignment loss
     teacher: str | None = None  # distill: registered architecture of the teacher
@@ -269,19 +279,14 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write ``cfg`` as YAML (the final, merged config of a run)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 # ----------------------------------------------------------------------------- validation
 def validate(cfg: TrainConfig) -> None:
     """Check the combination of settings; raise one :class:`ConfigError` line on the first problem."""
-    from fluxvit.flux.grid import FluxGrid, Grid
     from fluxvit.models.registry import model_config
+    from fluxvit.train.objectives import OBJECTIVES
 
     overrides = {"head_budgets": cfg.model.head_budgets} if cfg.model.head_budgets else {}
     arch = model_config(cfg.model.name, **overrides)
@@ -319,27 +324,13 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"flux.{name} must be [start, stop, step], got {getattr(cfg.flux, name)}")
 
     # The grids the student will see, then every budget against them.
-    if cfg.flux.fixed is not None:
-        grids = [Grid.parse(cfg.flux.fixed)]
-        grids[0].check_patch(patch)
-        most = grids[0].num_patches(patch)
-        where = f"the fixed grid {cfg.flux.fixed}"
-    else:
-        for size in range(cfg.flux.sizes[0], cfg.flux.sizes[1] + 1, max(cfg.flux.sizes[2], 1)):
-            if size % patch:
-                raise ConfigError(f"flux resolution {size} is not a multiple of the patch size {patch}")
-        family = FluxGrid(tuple(cfg.flux.frames), tuple(cfg.flux.sizes), cfg.flux.min_tokens,
-                          cfg.flux.max_tokens, patch)
-        most = max(g.num_patches(patch) for g in family.grids)
-        where = "any flux grid"
+    most = max(g.num_patches(patch) for g in cfg.flux.grids(patch))
+    where = f"the fixed grid {cfg.flux.fixed}" if cfg.flux.fixed is not None else "any flux grid"
     if obj.name == "fixed" and cfg.flux.fixed is None:
         raise ConfigError("objective 'fixed' needs flux.fixed (the one grid, e.g. 8x224)")
-    budgets = list(arch.head_budgets) if obj.name in ("flux_multi",) else []
-    if obj.budget is not None:
-        budgets.append(obj.budget)
-    elif obj.name == "flux":
-        budgets.append(arch.head_budgets[0])
-    for b in budgets:
+    for b in OBJECTIVES[obj.name].budgets(obj, arch.head_budgets):
+        if b is None:
+            continue
         if b < 1:
             raise ConfigError(f"token budget {b} must be positive")
         if b > most:

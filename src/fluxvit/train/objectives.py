@@ -2,8 +2,9 @@
 video (B, 3, T, H, W) and targets, and returns a dict of named losses plus ``"loss"``, the
 weighted total to back-propagate.
 
-* :class:`Supervised` - cross-entropy at one budget through one head. On a fixed grid it is the
-  baseline the paper compares against; on Flux grids it is single-budget Flux training.
+* :class:`Supervised` (``fixed``) - cross-entropy at one budget through one head: on a fixed grid,
+  the baseline the paper compares against. :class:`SingleBudgetFlux` (``flux``) is the same loss
+  on Flux grids, at head 0's budget unless told otherwise.
 * :class:`FluxMulti` - the release's co-training: every head at its own budget (head 0 the
   largest), cross-entropy on each, plus a Smooth-L1 alignment of each smaller budget's
   projected, normalised clip feature to the largest budget's detached, normalised one.
@@ -14,16 +15,27 @@ weighted total to back-propagate.
 
 Targets are class ids (B,) or soft targets (B, K) (mixup/cutmix); label smoothing applies to
 class ids only, since soft targets already carry it.
+
+Each objective states its own budget rule once (:meth:`Objective.budgets`: the budgets a clip
+is run at in one step, which are also the budgets validated) and how it is built from a config
+(:meth:`Objective.from_config`); :data:`OBJECTIVES` maps the config's names to the classes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fluxvit.errors import CheckpointError, ConfigError
 from fluxvit.flux.grid import Grid
 from fluxvit.models.fluxvit import FluxViT
+
+if TYPE_CHECKING:
+    from fluxvit.train.config import ObjectiveConfig, TrainConfig
 
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -50,22 +62,56 @@ def clip_budget(budget: int | None, video: torch.Tensor, patch_size: int) -> int
 class Objective(nn.Module):
     """Base: ``forward(model, video, target) -> {"loss": total, name: part, ...}``."""
 
+    @classmethod
+    def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
+        """The budgets one clip is run at in a training step, one per forward (None: every
+        token), for a student whose heads were trained at ``head_budgets``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, model: FluxViT) -> Objective:
+        raise NotImplementedError
+
     def forward(self, model: FluxViT, video: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
 class Supervised(Objective):
-    """Cross-entropy at ``budget`` tokens (``None``: all) through ``head`` (``None``: nearest)."""
+    """Cross-entropy at ``budget`` tokens (``None``: all) through ``head`` (``None``: the head
+    nearest to the tokens of each batch). Config ``fixed``: the budget as given, default all."""
 
     def __init__(self, budget: int | None = None, head: int | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.budget, self.head, self.label_smoothing = budget, head, label_smoothing
+
+    @classmethod
+    def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
+        return [cfg.budget]
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, model: FluxViT) -> Supervised:
+        return cls(cfg.objective.budget, cfg.objective.head, cfg.optim.label_smoothing)
 
     def forward(self, model: FluxViT, video: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         n = clip_budget(self.budget, video, model.patch_size)
         logits = model(video, num_tokens=n, head=self.head)
         ce = classification_loss(logits, target, self.label_smoothing)
         return {"loss": ce, "ce": ce.detach()}
+
+
+class SingleBudgetFlux(Supervised):
+    """Config ``flux``: cross-entropy on Flux grids at one budget (default: head 0's) through one
+    head (default: the head whose budget is nearest, fixed for the run)."""
+
+    @classmethod
+    def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
+        return [cfg.budget if cfg.budget is not None else head_budgets[0]]
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, model: FluxViT) -> SingleBudgetFlux:
+        (budget,) = cls.budgets(cfg.objective, model.budgets)
+        head = cfg.objective.head if cfg.objective.head is not None else model.head_for(budget)
+        return cls(budget, head, cfg.optim.label_smoothing)
 
 
 class FluxMulti(Objective):
@@ -81,13 +127,25 @@ class FluxMulti(Objective):
         super().__init__()
         self.align_weight, self.label_smoothing = align_weight, label_smoothing
 
+    @classmethod
+    def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
+        if cfg.budget is not None:
+            raise ConfigError("objective.budget is not used by flux_multi: every head trains at its own "
+                              "budget (set model.head_budgets instead)")
+        return list(head_budgets)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, model: FluxViT) -> FluxMulti:
+        return cls(cfg.objective.align_weight, cfg.optim.label_smoothing)
+
     def forward(self, model: FluxViT, video: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
         total = video.new_zeros((), dtype=torch.float32)
         reference = None
         for head, budget in enumerate(model.budgets):
-            emb = model.pool(model.forward_tokens(video, clip_budget(budget, video, model.patch_size)), head)
-            ce = classification_loss(model.forward_head(emb, head), target, self.label_smoothing)
+            tokens = model.forward_features(video, clip_budget(budget, video, model.patch_size))
+            emb = model.forward_head(tokens, head, pre_logits=True)
+            ce = classification_loss(model.classify(emb, head), target, self.label_smoothing)
             parts[f"ce_{budget}"] = ce.detach()
             total = total + ce
             if head == 0:
@@ -140,6 +198,23 @@ class Distill(Objective):
         self.token_weight, self.pooled_weight = token_weight, pooled_weight
         self.supervised_weight, self.label_smoothing = supervised_weight, label_smoothing
 
+    @classmethod
+    def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
+        return [cfg.budget if cfg.budget is not None else head_budgets[0]]
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, model: FluxViT) -> Distill:
+        from fluxvit.models.registry import create_model
+
+        o = cfg.objective  # teacher, its checkpoint and grid were checked by the config's validation
+        try:
+            teacher = create_model(o.teacher, checkpoint=o.teacher_checkpoint)
+        except (CheckpointError, ConfigError) as e:
+            raise ConfigError(f"teacher {o.teacher} from {o.teacher_checkpoint}: cannot be loaded: {e}") from None
+        (budget,) = cls.budgets(o, model.budgets)
+        return cls(model, teacher, budget, Grid.parse(o.teacher_grid) if o.teacher_grid else None,
+                   o.token_weight, o.pooled_weight, o.supervised_weight, cfg.optim.label_smoothing)
+
     @property
     def teacher(self) -> FluxViT:
         return self._teacher[0]
@@ -160,8 +235,8 @@ class Distill(Objective):
         if self.teacher_grid is not None:
             g = self.teacher_grid
             seen = F.interpolate(video, size=(g.frames, g.height, g.width), mode="trilinear", align_corners=False)
-        tokens = teacher.forward_tokens(seen)  # every token: (B, 1 + Tt*ht*wt, Ct)
-        pooled = teacher.pool(tokens, 0)
+        tokens = teacher.forward_features(seen)  # every token: (B, 1 + Tt*ht*wt, Ct)
+        pooled = teacher.forward_head(tokens, 0, pre_logits=True)
         tt, th, tw = seen.shape[2], seen.shape[3] // p, seen.shape[4] // p
         feats = tokens[:, 1:].reshape(b, tt, th, tw, -1)
         target_grid = (t, hh // student_patch, ww // student_patch)
@@ -174,16 +249,16 @@ class Distill(Objective):
     def forward(self, model: FluxViT, video: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         t_tokens, t_pooled = self.teacher_targets(video, model.patch_size)
         n = clip_budget(self.budget, video, model.patch_size)
-        tokens, kept = model.forward_tokens(video, n, return_indices=True)
+        tokens, kept = model.forward_features(video, n, return_indices=True)
         if kept is not None:  # the teacher's features at the student's kept positions
             t_tokens = torch.gather(t_tokens, 1, kept[..., None].expand(-1, -1, t_tokens.shape[-1]))
         token_loss = cosine_loss(self.token_proj(tokens[:, 1:]), t_tokens)
-        emb = model.pool(tokens, 0)
+        emb = model.forward_head(tokens, 0, pre_logits=True)
         pooled_loss = cosine_loss(self.pooled_proj(emb), t_pooled)
         total = self.token_weight * token_loss + self.pooled_weight * pooled_loss
         parts = {"token": token_loss.detach(), "pooled": pooled_loss.detach()}
         if self.supervised_weight > 0:
-            ce = classification_loss(model.forward_head(emb, 0), target, self.label_smoothing)
+            ce = classification_loss(model.classify(emb, 0), target, self.label_smoothing)
             parts["ce"] = ce.detach()
             total = total + self.supervised_weight * ce
         parts["loss"] = total
@@ -204,3 +279,12 @@ class Learner(nn.Module):
 
     def forward(self, video: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.objective(self.model, video, target)
+
+
+# The config's objective names -> the classes that implement them.
+OBJECTIVES: dict[str, type[Objective]] = {
+    "fixed": Supervised,
+    "flux": SingleBudgetFlux,
+    "flux_multi": FluxMulti,
+    "distill": Distill,
+}

@@ -1,10 +1,11 @@
 """The training loop: :func:`train` runs a :class:`~fluxvit.train.config.TrainConfig` to the end.
 
 One optimiser step = ``accum_steps`` micro-batches. Every micro-batch's grid and samples come
-from the :class:`~fluxvit.train.data.BatchPlan` (a function of seed, micro-step and rank), every
+from the :class:`~fluxvit.data.batches.BatchPlan` (a function of seed, micro-step and rank), every
 other random draw either from a generator seeded the same way (mixup) or from the global torch
 RNG (drop path), whose state is checkpointed; so a resumed run continues bit for bit. Only rank
-0 writes files. The library logs; it never prints.
+0 writes files. The library logs; it never prints. (One module: the loop and the assembly it
+needs, read top to bottom.)
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from pathlib import Path
 
 import torch
 
+from fluxvit.data.batches import BatchPlan, batch_loader, seeded
+from fluxvit.data.datasets import BrokenClips
+from fluxvit.data.sources import ClipSource, csv_sources, synthetic_source
 from fluxvit.data.transforms import TrainTransform
-from fluxvit.errors import CheckpointError, ConfigError, FluxViTError
-from fluxvit.flux.grid import FluxGrid, Grid
+from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, reason
+from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
 from fluxvit.models.fluxvit import FluxViT
 from fluxvit.models.registry import create_model
 from fluxvit.train import checkpointing, distributed
 from fluxvit.train.config import TrainConfig, config_from_dict, load_config, save_config
-from fluxvit.train.data import BatchPlan, ClipSource, batch_loader, seeded, synthetic_source
 from fluxvit.train.ema import ModelEma
 from fluxvit.train.metrics import MetricsWriter
 from fluxvit.train.mixup import mix_batch
-from fluxvit.train.objectives import Distill, FluxMulti, Learner, Objective, Supervised, clip_budget
+from fluxvit.train.objectives import OBJECTIVES, Learner, Objective, clip_budget
 from fluxvit.train.optim import apply_lr, build_optimizer, cosine_lr, param_groups
 from fluxvit.train.validation import validate
 
@@ -70,8 +73,6 @@ def build_sources(cfg: TrainConfig) -> tuple[ClipSource, ClipSource | None]:
         train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, transform)
         val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1)
         return train, val
-    from fluxvit.train.video_source import csv_sources
-
     return csv_sources(d.train, d.val, d.root, transform, int(d.cache_gb * 2**30))
 
 
@@ -88,64 +89,25 @@ def build_model(cfg: TrainConfig, num_classes: int) -> FluxViT:
     return model
 
 
-def load_teacher(cfg: TrainConfig) -> FluxViT:
-    """The frozen distillation teacher (a one-line error if it cannot be loaded)."""
-    o = cfg.objective
-    if not o.teacher_checkpoint:
-        raise ConfigError("objective 'distill' needs objective.teacher_checkpoint (the teacher's weights)")
-    try:
-        return create_model(o.teacher, checkpoint=o.teacher_checkpoint)
-    except (CheckpointError, ConfigError) as e:
-        raise ConfigError(f"teacher {o.teacher} from {o.teacher_checkpoint}: cannot be loaded: {e}") from None
-
-
 def build_objective(cfg: TrainConfig, model: FluxViT) -> Objective:
-    o, smoothing = cfg.objective, cfg.optim.label_smoothing
-    if o.name == "fixed":
-        return Supervised(o.budget, o.head, smoothing)
-    if o.name == "flux":
-        budget = o.budget if o.budget is not None else model.budgets[0]
-        return Supervised(budget, o.head if o.head is not None else model.head_for(budget), smoothing)
-    if o.name == "flux_multi":
-        return FluxMulti(o.align_weight, smoothing)
-    teacher_grid = Grid.parse(o.teacher_grid) if o.teacher_grid else None
-    return Distill(model, load_teacher(cfg), o.budget if o.budget is not None else model.budgets[0],
-                   teacher_grid, o.token_weight, o.pooled_weight, o.supervised_weight, smoothing)
-
-
-def training_grids(cfg: TrainConfig, patch_size: int) -> tuple[Grid, ...]:
-    if cfg.flux.fixed is not None:
-        return (Grid.parse(cfg.flux.fixed),)
-    f = cfg.flux
-    return FluxGrid(tuple(f.frames), tuple(f.sizes), f.min_tokens, f.max_tokens, patch_size).grids
+    return OBJECTIVES[cfg.objective.name].from_config(cfg, model)
 
 
 def tokens_per_clip(cfg: TrainConfig, model: FluxViT, grid: Grid) -> int:
     """Tokens one clip sends through the student's backbone in one step (all its forwards)."""
     video_shape = torch.empty(0, 0, grid.frames, grid.height, grid.width)
     total = grid.num_patches(model.patch_size)
-    o = cfg.objective
-    if o.name == "flux_multi":
-        budgets: list[int | None] = list(model.budgets)
-    elif o.name == "fixed":
-        budgets = [o.budget]
-    else:
-        budgets = [o.budget if o.budget is not None else model.budgets[0]]
+    budgets = OBJECTIVES[cfg.objective.name].budgets(cfg.objective, model.budgets)
     return sum(clip_budget(b, video_shape, model.patch_size) or total for b in budgets)
 
 
 def eval_setup(cfg: TrainConfig, model: FluxViT) -> tuple[Grid, list[int | None]]:
-    """The validation grid and the budgets evaluated on it."""
-    grid = Grid.parse(cfg.eval.grid) if cfg.eval.grid else Grid(*model.config.default_grid)
+    """The validation grid and the budgets evaluated on it: ``eval.budget``, else the budgets
+    the objective trains at (None: every token of the grid)."""
+    grid = Grid.parse(cfg.eval.grid) if cfg.eval.grid else model.default_grid
     total = grid.num_patches(model.patch_size)
-    if cfg.eval.budget is not None:
-        budgets: list[int | None] = [cfg.eval.budget]
-    elif cfg.objective.name == "flux_multi":
-        budgets = list(model.budgets)
-    elif cfg.objective.name in ("flux", "distill"):
-        budgets = [cfg.objective.budget or model.budgets[0]]
-    else:
-        budgets = [cfg.objective.budget]
+    budgets = ([cfg.eval.budget] if cfg.eval.budget is not None
+               else OBJECTIVES[cfg.objective.name].budgets(cfg.objective, model.budgets))
     return grid, [None if b is None or b >= total else b for b in budgets]
 
 
@@ -205,9 +167,9 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
                           cfg.optim.layer_decay, model.no_weight_decay())
     optimizer = build_optimizer(groups, cfg.optim.lr, tuple(cfg.optim.betas), cfg.optim.eps)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    grids = training_grids(cfg, model.patch_size)
     accum = cfg.optim.accum_steps
-    plan = BatchPlan(len(train_data), cfg.data.batch_size, grids, cfg.seed, info.rank, info.world)
+    plan = BatchPlan(len(train_data), cfg.data.batch_size, cfg.flux.grids(model.patch_size), cfg.seed, info.rank,
+                     info.world)
 
     start, counters, history = 0, {"skipped_steps": 0, "broken_clips": 0}, []
     resumed = _resume_state(resume, ckpt_dir)
@@ -223,8 +185,7 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             checkpointing.set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
             start, counters, history = int(state["step"]), dict(state["counters"]), list(state.get("history", []))
         except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{resume_from}: does not fit this run ({reason})") from None
+            raise CheckpointError(f"{resume_from}: does not fit this run ({reason(e)})") from None
         log.info("resumed from %s at step %d", resume_from, start)
 
     writer = None
@@ -237,8 +198,10 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             learner, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=True,  # single-budget objectives leave the other heads unused
         )
-    amp = torch.bfloat16 if cfg.precision == "bf16" else None
     eval_grid, eval_budgets = eval_setup(cfg, model)
+    run = _RunState(cfg, info, learner, optimizer, ema, plan, writer, eval_grid, eval_budgets, counters, history,
+                    BrokenClips("training data"))
+    amp = run.amp
     bar = _progress(cfg.progress, cfg.steps, start) if info.is_main else None
     loader = iter(batch_loader(train_data, plan, start * accum, cfg.steps * accum, cfg.data.workers))
     num_classes = model.num_classes
@@ -257,7 +220,8 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             clips = 0
             for micro in range(accum):
                 batch = next(loader)
-                counters["broken_clips"] += batch.skipped
+                counters["broken_clips"] += len(batch.broken)
+                run.broken.add(batch.broken)
                 video = batch.video.to(info.device, non_blocking=True)
                 target = batch.labels.to(info.device)
                 if cfg.optim.mixup > 0 or cfg.optim.cutmix > 0:
@@ -314,20 +278,20 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
                 log.info("train step %d/%d  loss %.3f  %.1f clips/s  eta %.0f s", done, cfg.steps,
                          record["loss"], record["clips_per_s"], (cfg.steps - done) / rate)
             if val_data is not None and cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
-                history.append(_evaluate(model, val_data, eval_grid, eval_budgets, info, cfg, amp, done, writer))
+                history.append(_evaluate(run, model, val_data, done))
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                _save_state(cfg, ckpt_dir, done, learner, optimizer, ema, plan, counters, history, info)
+                _save_state(run, ckpt_dir, done)
     finally:
         if bar is not None:
             bar.close()
+    run.broken.report(" while training (each replaced by another clip)")
     final: dict = {k: last.get(k) for k in ("loss", "clips_per_s", "tokens_per_s")}
     final.update(counters)
     if val_data is not None:
-        record = _evaluate(model, val_data, eval_grid, eval_budgets, info, cfg, amp, cfg.steps, writer)
+        record = _evaluate(run, model, val_data, cfg.steps)
         if ema is not None:
-            ema_acc = validate(ema.module, val_data, eval_grid, eval_budgets, info, cfg.data.batch_size,
-                               cfg.eval.max_clips, amp)
-            record.update({f"ema_{k}": v for k, v in ema_acc.items()})
+            ema_acc = _evaluate(run, ema.module, val_data, cfg.steps, log_it=False)
+            record.update({f"ema_{k}": v for k, v in ema_acc.items() if k not in ("step", "eval_grid")})
         history.append(record)
         final.update({k: v for k, v in record.items() if k != "step"})
     model_path = ema_path = None
@@ -388,17 +352,43 @@ def _step_record(step, lr, grid, losses, clips, seconds, tokens, counters, info)
     }
 
 
-def _evaluate(model, val_data, grid, budgets, info, cfg, amp, step, writer) -> dict:
-    acc = validate(model, val_data, grid, budgets, info, cfg.data.batch_size, cfg.eval.max_clips, amp)
-    record = {"step": step, "eval_grid": str(grid), **acc}
-    log.info("step %d: %s", step, "  ".join(f"{k} {v:.1f}" for k, v in acc.items()))
-    if writer is not None:
-        writer.write(record)
+@dataclass
+class _RunState:
+    """What the loop's helpers (validation, checkpoints) need of a running training."""
+
+    cfg: TrainConfig
+    info: distributed.DistInfo
+    learner: Learner
+    optimizer: torch.optim.Optimizer
+    ema: ModelEma | None
+    plan: BatchPlan
+    writer: MetricsWriter | None  # rank 0 only
+    eval_grid: Grid
+    eval_budgets: list[int | None]
+    counters: dict
+    history: list[dict]
+    broken: BrokenClips
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.cfg.precision == "bf16" else None
+
+
+def _evaluate(run: _RunState, model: FluxViT, val_data: ClipSource, step: int, log_it: bool = True) -> dict:
+    cfg = run.cfg
+    acc = validate(model, val_data, run.eval_grid, run.eval_budgets, run.info, cfg.data.batch_size,
+                   cfg.eval.max_clips, run.amp)
+    record = {"step": step, "eval_grid": str(run.eval_grid), **acc}
+    if log_it:
+        log.info("step %d: %s", step, "  ".join(f"{k} {v:.1f}" for k, v in acc.items()))
+        if run.writer is not None:
+            run.writer.write(record)
     return record
 
 
-def _save_state(cfg, ckpt_dir, step, learner, optimizer, ema, plan, counters, history, info) -> None:
+def _save_state(run: _RunState, ckpt_dir: Path, step: int) -> None:
     """Write the training checkpoint of ``step`` (rank 0), with every rank's RNG state."""
+    info = run.info
     rng = checkpointing.rng_state()
     if info.distributed:
         import torch.distributed as dist
@@ -411,16 +401,16 @@ def _save_state(cfg, ckpt_dir, step, learner, optimizer, ema, plan, counters, hi
     if info.is_main:
         state = {
             "step": step,
-            "model": learner.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "plan": plan.state_dict(),
+            "model": run.learner.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "plan": run.plan.state_dict(),
             "rng": rng_all,
-            "counters": dict(counters),
-            "history": history,
-            "config": cfg.to_dict(),
+            "counters": dict(run.counters),
+            "history": run.history,
+            "config": run.cfg.to_dict(),
         }
-        if ema is not None:
-            state["ema"] = ema.state_dict()
-        path = checkpointing.save_training_state(state, ckpt_dir, step, cfg.keep_last)
+        if run.ema is not None:
+            state["ema"] = run.ema.state_dict()
+        path = checkpointing.save_training_state(state, ckpt_dir, step, run.cfg.keep_last)
         log.debug("saved %s", path)
     distributed.barrier(info)

@@ -7,10 +7,11 @@ import logging
 import torch
 import torch.distributed as dist
 
+from fluxvit.data.datasets import BrokenClips
+from fluxvit.data.sources import ClipSource
 from fluxvit.errors import VideoError
 from fluxvit.flux.grid import Grid
 from fluxvit.models.fluxvit import FluxViT
-from fluxvit.train.data import ClipSource
 from fluxvit.train.distributed import DistInfo
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,14 @@ def validate(
     count = min(len(source), max_clips) if max_clips else len(source)
     mine = list(range(info.rank, count, info.world))
     correct = torch.zeros(len(budgets), dtype=torch.float64)
-    broken = 0
+    broken = BrokenClips("validation")
     for start in range(0, len(mine), batch_size):
         clips = []
         for i in mine[start:start + batch_size]:
             try:
                 clips.append(source.clip(i, grid, None, train=False))
-            except VideoError as e:  # skipped and counted, as in training
-                broken += 1
-                log.warning("validation: skipping clip %d: %s", i, e)
+            except VideoError as e:  # skipped and counted, as everywhere
+                broken.add([str(e)])
         if not clips:
             continue
         video = torch.stack([c[0] for c in clips]).to(info.device)
@@ -53,7 +53,8 @@ def validate(
             for j, budget in enumerate(budgets):
                 logits = model(video, num_tokens=budget)
                 correct[j] += (logits.argmax(-1) == labels).sum().item()
-    total = torch.tensor([float(len(mine) - broken)], dtype=torch.float64)
+    broken.report()
+    total = torch.tensor([float(len(mine) - broken.count)], dtype=torch.float64)
     if info.distributed:
         both = torch.cat([correct, total]).to(info.device)
         dist.all_reduce(both)
@@ -64,6 +65,6 @@ def validate(
         raise VideoError(f"validation: none of the {count} clips could be read")
     out = {f"acc@{b if b is not None else grid.num_patches(model.patch_size)}": 100.0 * float(c) / n
            for b, c in zip(budgets, correct.tolist())}
-    if broken:
-        out["val_broken"] = broken  # this rank's count
+    if broken.count:
+        out["val_broken"] = broken.count  # this rank's count
     return out

@@ -1,0 +1,163 @@
+"""Clip sources: where training and validation clips come from.
+
+A clip source is anything with ``classes``, ``__len__`` and ``clip(index, grid, generator, train)
+-> (video (3, T, R, R) float, label)``: training clips are segment-sampled and augmented with
+``generator``; validation clips are the central view (middle clip, centre crop). A broken video
+raises :class:`~fluxvit.errors.VideoError`; the batch planner (:mod:`fluxvit.data.batches`)
+skips, counts and replaces it.
+
+* :class:`TensorClipSource` holds decoded clips in memory (tests, the synthetic benchmark
+  rendered on the fly: :func:`synthetic_source`);
+* :class:`VideoFileSource` reads an annotation file's videos with a :class:`VideoReader`, a frame
+  sampler and a transform (:func:`csv_sources` builds the train and val pair).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from fluxvit.data.annotations import Annotations, VideoRecord
+from fluxvit.data.datasets import records_of
+from fluxvit.data.sampling import SegmentSampler, segment_indices, segment_views
+from fluxvit.data.transforms import EvalTransform, TrainTransform
+from fluxvit.data.video import PyAVReader, VideoReader
+from fluxvit.errors import ConfigError
+from fluxvit.flux.grid import Grid
+
+log = logging.getLogger(__name__)
+
+
+class ClipSource(Protocol):
+    """What the trainer reads clips from."""
+
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def clip(self, index: int, grid: Grid, generator: torch.Generator | None, train: bool) -> tuple[torch.Tensor, int]:
+        """Clip ``index`` sampled on ``grid``: float (3, T, H, W) normalised, and its label."""
+        ...
+
+
+class TensorClipSource:
+    """Decoded clips held in memory: ``videos`` a list of uint8 (F, H, W, 3), ``labels`` ints.
+
+    Training clips: segment-random frames through ``transform`` (default: the release's random
+    resized crop, no flip); evaluation clips: segment centres, centre crop.
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[torch.Tensor],
+        labels: Sequence[int],
+        classes: list[str],
+        transform: TrainTransform | None = None,
+    ) -> None:
+        if len(videos) != len(labels):
+            raise ValueError(f"{len(videos)} videos but {len(labels)} labels")
+        self.videos, self.labels, self.classes = list(videos), [int(v) for v in labels], classes
+        self.transform = transform if transform is not None else TrainTransform(flip=0.0)
+        self.eval_transform = EvalTransform(num_crops=1)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def clip(self, index: int, grid: Grid, generator: torch.Generator | None, train: bool) -> tuple[torch.Tensor, int]:
+        frames = self.videos[index]
+        if train:
+            idx = segment_indices(frames.shape[0], grid.frames, generator)
+            return self.transform(frames[idx], (grid.height, grid.width), generator), self.labels[index]
+        idx = segment_views(frames.shape[0], grid.frames, 1)[0]
+        return self.eval_transform(frames[idx], grid.height)[0], self.labels[index]
+
+
+def synthetic_source(
+    classes: Sequence[str] | None, per_class: int, size: int, frames: int, seed: int, split: int,
+    transform: TrainTransform | None = None,
+) -> TensorClipSource:
+    """The synthetic benchmark rendered in memory (no files): ``per_class`` clips of each class,
+    seeded by (seed, split, class, i) so train (split 0) and val (split 1) never share a clip."""
+    from fluxvit.data.synthetic import DEFAULT_CLASSES, render_clip
+
+    names = list(classes) if classes else list(DEFAULT_CLASSES)
+    videos, labels = [], []
+    for label, name in enumerate(names):
+        for i in range(per_class):
+            rng = [seed, split, label, i]
+            videos.append(torch.from_numpy(render_clip(name, rng, size=size, frames=frames)))
+            labels.append(label)
+    return TensorClipSource(videos, labels, names, transform)
+
+
+class VideoFileSource:
+    """The videos of an annotation file, decoded on demand.
+
+    Training clips: ``sampler`` picks the frames (segment sampling), ``reader`` decodes only
+    those, ``transform`` crops, flips and normalises them, all seeded by one draw from the
+    trainer's per-clip generator. Validation clips: the central view (middle clip, centre
+    crop). Class names come from the annotations' ``classes.txt``, else the label ids.
+    """
+
+    def __init__(self, annotations: Annotations | Sequence[VideoRecord], transform: TrainTransform | None = None,
+                 reader: VideoReader | None = None, sampler: SegmentSampler | None = None) -> None:
+        self.records = records_of(annotations)
+        names = annotations.classes if isinstance(annotations, Annotations) else None
+        self.reader = reader if reader is not None else PyAVReader()
+        self.sampler = sampler if sampler is not None else SegmentSampler()
+        self.transform = transform if transform is not None else TrainTransform()
+        self.eval_transform = EvalTransform(num_crops=1)
+        self.classes = list(names) if names else [str(i) for i in range(max(r.label for r in self.records) + 1)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def clip(self, index: int, grid: Grid, generator: torch.Generator | None, train: bool) -> tuple[torch.Tensor, int]:
+        """(3, T, H, W) normalised clip of video ``index`` on ``grid``, and its label."""
+        record = self.records[index]
+        if not train:
+            n = self.reader.num_frames(record.path)
+            frames = self.reader.read(record.path, self.sampler.views(n, grid.frames, 1)[0])
+            return self.eval_transform(frames, grid.height)[0], record.label
+        # One draw seeds this clip's own stream (before any read: a broken file consumes the same
+        # draws as a good one), so a clip's frames and augmentation depend on nothing else.
+        clip_gen = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
+        n = self.reader.num_frames(record.path)
+        frames = self.reader.read(record.path, self.sampler.sample(n, grid.frames, clip_gen))  # (T, H, W, 3)
+        return self.transform(frames, (grid.height, grid.width), clip_gen), record.label
+
+
+def check_paths(annotations: Annotations) -> None:
+    """Fail before any work when none of an annotation file's videos exist (a wrong root, most
+    likely); warn when some are missing (those are skipped and counted as broken)."""
+    missing = [r for r in annotations.records if not r.path.is_file()]
+    if annotations.records and len(missing) == len(annotations.records):
+        raise ConfigError(f"{annotations.csv}: none of its {len(missing)} videos exist (first: {missing[0].path}); "
+                          f"set data.root to the folder its paths are relative to")
+    if missing:
+        log.warning("%s: %d of %d videos are missing and will be skipped (first: %s)", annotations.csv,
+                    len(missing), len(annotations.records), missing[0].path)
+
+
+def csv_sources(train: str, val: str | None, root: str | None, transform: TrainTransform,
+                cache_bytes: int = 0) -> tuple[VideoFileSource, VideoFileSource | None]:
+    """(train, val) clip sources from annotation files (``classes.txt`` beside them if present);
+    ``transform`` makes the training clips (validation uses the centre view). ``cache_bytes`` > 0:
+    each source keeps up to that many bytes of decoded frames in memory (``CachedReader``)."""
+    from fluxvit.data.annotations import read_annotations
+    from fluxvit.data.video import CachedReader
+
+    def reader():
+        return CachedReader(max_bytes=cache_bytes) if cache_bytes > 0 else None
+
+    annotations = [read_annotations(path, root) for path in (train, val) if path]
+    for a in annotations:
+        check_paths(a)
+    train_source = VideoFileSource(annotations[0], transform, reader())
+    val_source = VideoFileSource(annotations[1], transform, reader()) if val else None
+    if val_source is not None:
+        val_source.classes = train_source.classes  # the model's classes are the training data's
+    return train_source, val_source
