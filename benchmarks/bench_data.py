@@ -21,17 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import measure as training_rate  # noqa: E402
 from common import write_result  # noqa: E402
-from fluxvit.data.flux_sampler import FluxBatchSampler  # noqa: E402
 
 from fluxvit.data.annotations import VideoRecord  # noqa: E402
-from fluxvit.data.datasets import SkipBroken, VideoClipDataset, collate_clips  # noqa: E402
+from fluxvit.data.batches import BatchPlan, batch_loader  # noqa: E402
 from fluxvit.data.encode import write_video  # noqa: E402
 from fluxvit.data.sampling import segment_indices  # noqa: E402
+from fluxvit.data.sources import VideoFileSource  # noqa: E402
 from fluxvit.data.transforms import TrainTransform  # noqa: E402
 from fluxvit.data.video import PyAVReader  # noqa: E402
 from fluxvit.demo import DemoSettings  # noqa: E402
@@ -42,7 +41,7 @@ GRIDS = [Grid(8, 224), Grid(16, 224), Grid(24, 168)]
 DEMO = DemoSettings()
 DEMO_FLUX = FluxGrid(frames=DEMO.flux_frames, sizes=DEMO.flux_sizes, min_tokens=DEMO.flux_tokens[0],
                      max_tokens=DEMO.flux_tokens[1])
-DEMO_BATCH, DEMO_BUDGET = DEMO.batch_size, min(DEMO.flux_heads)
+DEMO_BATCH = DEMO.batch_size
 
 
 def moving_scene(frames: int, height: int, width: int) -> np.ndarray:
@@ -87,16 +86,16 @@ def bench_strategies(files: dict[str, Path], reads: int) -> dict:
     return out
 
 
-def loader_rate(path: Path, grids, workers: int, transform, clips: int, batch: int = 2, budget=None) -> float:
-    """Clips/s through a DataLoader over copies of ``path``, timed from ``iter()`` to the last batch
-    (worker start-up included: conservative, and free of the bias of batches prefetched meanwhile)."""
+def loader_rate(path: Path, grids, workers: int, transform, clips: int, batch: int = 2) -> float:
+    """Clips/s through the training loader (the batch planner over a video-file source) over copies
+    of ``path``, timed from the first request to the last batch (worker start-up included:
+    conservative, and free of the bias of batches prefetched meanwhile)."""
     records = [VideoRecord(path, 0, f"bench:{i}") for i in range(max(clips, 8))]
-    data = SkipBroken(VideoClipDataset(records, PyAVReader(), transform=transform))
-    sampler = FluxBatchSampler(len(records), batch, grids, seed=0, budget=budget)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_clips, num_workers=workers,
-                        prefetch_factor=2 if workers else None)
+    source = VideoFileSource(records, transform, PyAVReader())
+    grids = grids.grids if isinstance(grids, FluxGrid) else (grids,)
+    plan = BatchPlan(len(records), batch, grids, seed=0)
     start = time.perf_counter()
-    seen = sum(len(b) for b in loader)
+    seen = sum(b.video.shape[0] for b in batch_loader(source, plan, 0, len(records) // batch, workers))
     return seen / (time.perf_counter() - start)
 
 
@@ -123,7 +122,7 @@ def main(quick: bool = False) -> dict:
         pipeline = bench_pipeline(files["sparse_keyframes_250"], clips)
         demo_rates = {
             f"{w}_workers": round(loader_rate(demo_file, DEMO_FLUX, w, TrainTransform(flip=0.0), 6 * clips,
-                                              batch=DEMO_BATCH, budget=DEMO_BUDGET), 1)
+                                              batch=DEMO_BATCH), 1)
             for w in (1, 2)
         }
         consumed = {objective: training_rate("fluxvit_nano_patch14", objective == "flux_multi", 6 if quick else 10,
