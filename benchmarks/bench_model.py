@@ -12,7 +12,7 @@ import sys
 import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from common import matmul_peak_gflops, write_result  # noqa: E402
+from common import matmul_gflops, write_result  # noqa: E402
 
 import fluxvit  # noqa: E402
 from fluxvit.evaluate.speed import forward_speed, selector_seconds  # noqa: E402
@@ -26,8 +26,8 @@ CASES = [(512, Grid(8, 224)), (1024, Grid(8, 224)), (2048, Grid(8, 224)), (3072,
 def main(quick: bool = False) -> dict:
     tune_cpu_allocator()  # as the command line does
     torch.manual_seed(0)
-    peak32 = matmul_peak_gflops(torch.float32)
-    peak16 = matmul_peak_gflops(torch.bfloat16)
+    peak32 = matmul_gflops(torch.float32)
+    peak16 = matmul_gflops(torch.bfloat16)
     rows = []
     names = ["fluxvit_small_patch14"] if quick else ["fluxvit_small_patch14", "fluxvit_base_patch14"]
     batches = [1, 2] if quick else [1, 2, 8]
@@ -48,7 +48,7 @@ def main(quick: bool = False) -> dict:
                 row = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
                 rows.append(row)
                 print(row, flush=True)
-    result = {"fp32_matmul_peak_gflops": round(peak32, 1), "bf16_matmul_peak_gflops": round(peak16, 1),
+    result = {"fp32_matmul_gflops": round(peak32, 1), "bf16_matmul_gflops": round(peak16, 1),
               "rows": rows}
     path = write_result("bench_model", result)
     print(f"wrote {path}")

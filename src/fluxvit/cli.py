@@ -139,7 +139,17 @@ def _load_model(path: str):
     return load_checkpoint(path)
 
 
-def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None = None):
+def _placement(args: argparse.Namespace):
+    """--device and --dtype as a Placement (``auto`` decided here, once)."""
+    from fluxvit.placement import Placement
+
+    placement = Placement.resolve(args.device, args.dtype)
+    logging.getLogger("fluxvit").info("running on %s", placement)
+    return placement
+
+
+def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None = None,
+                 placement=None):
     """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
     model's default grid; --latency-ms picks the largest budget that fits this machine."""
     from fluxvit.evaluate.runner import sampling_grid
@@ -150,7 +160,7 @@ def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, l
 
         if budget is not None:
             raise ConfigError("give --budget or --latency-ms, not both")
-        budget = budget_for_latency(model, sampling_grid(model, None), latency_ms)
+        budget = budget_for_latency(model, sampling_grid(model, None), latency_ms, placement)
         logging.getLogger("fluxvit").info("latency %.1f ms -> budget %d tokens", latency_ms, budget)
     try:
         g = Grid.parse(grid, budget=budget) if grid else sampling_grid(model, budget)
@@ -173,23 +183,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fluxvit.evaluate.runner import Views, evaluate, extract_features
 
     model = _load_model(args.checkpoint)
-    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms)
+    placement = _placement(args)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
     views = Views.parse(args.views)
     ann = read_annotations(args.data, args.data_root)
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
-                   progress=sys.stderr.isatty(), selector=args.selector)
+                   progress=sys.stderr.isatty(), selector=args.selector, placement=placement,
+                   batch_size=args.batch_size)
     if not res.videos:  # no accuracy to report (it would print as NaN)
         raise ConfigError(f"{args.data}: none of its {res.broken} videos could be read "
                           f"(the first: {res.broken_videos[0]})")
     features = None
     if args.save_features:
-        features = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers)
+        features = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers,
+                                    placement=placement, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(res.to_dict() | ({"features": str(features)} if features else {})))
     else:
         print(f"{args.data}: {res.videos} videos x {res.views_per_video} views at {res.grid}, "
               f"{res.budget} tokens: top-1 {res.top1:.2f}%  top-5 {res.top5:.2f}%  "
-              f"{res.gflops:.2f} GFLOPs/view  {res.ms_per_view:.1f} ms/view")
+              f"{res.gflops:.2f} GFLOPs/view  {res.ms_per_view:.1f} ms/view ({res.device} {res.dtype})")
         if args.per_class:
             names = model.class_names or [str(i) for i in range(model.num_classes)]
             for name, acc in zip(names, res.per_class):
@@ -214,7 +227,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     report = token_optimization_report(
         model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
-        workers=args.workers, min_gain_se=args.min_gain_se,
+        workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args), batch_size=args.batch_size,
     )
     print(report.table)
     print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
@@ -227,15 +240,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fluxvit.evaluate.runner import Views
 
     model = _load_model(args.checkpoint)
-    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms)
+    placement = _placement(args)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
     views = Views.parse(args.views)
     failed = 0
     for i, path in enumerate(args.videos):
         try:
-            pred = predict_video(model, path, grid, views, args.topk, selector=args.selector)
+            pred = predict_video(model, path, grid, views, args.topk, selector=args.selector, placement=placement)
             if args.show_tokens:
                 out = args.show_tokens if len(args.videos) == 1 else _numbered(args.show_tokens, i)
-                show_tokens(model, path, grid, out, selector=args.selector)
+                show_tokens(model, path, grid, out, selector=args.selector, placement=placement)
         except VideoError as e:
             failed += 1
             print(f"fluxvit predict: error: {e}", file=sys.stderr)
@@ -265,6 +279,25 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _add_placement(p) -> None:
+    from fluxvit.placement import DTYPE_CHOICES
+
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="precision: auto (bf16 where this hardware's bf16 matrix math is measured faster, "
+                        "else fp32), fp32, bf16, fp16 (CUDA only); default auto")
+
+
 def _join(values) -> str:
     return ",".join(str(v) for v in values)
 
@@ -275,10 +308,13 @@ def _add_eval_commands(sub) -> None:
 
     def common(p, with_data: bool = True) -> None:
         p.add_argument("--checkpoint", required=True, help="a fluxvit checkpoint (.safetensors or directory)")
+        _add_placement(p)
         if with_data:
             p.add_argument("--data", required=True, help="annotation file: `relative/path.mp4 label` per line")
             p.add_argument("--data-root", default=None, help="folder the CSV's paths are relative to")
             p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+            p.add_argument("--batch-size", type=_positive_int, default=1,
+                           help="videos per forward (all their views at once; default 1)")
 
     def sampling(p) -> None:
         p.add_argument("--budget", type=int, default=None, help="tokens kept (default: all)")
@@ -339,15 +375,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fluxvit.evaluate.speed import forward_speed, machine, matmul_peak_gflops
+    from fluxvit.evaluate.speed import forward_speed, machine
     from fluxvit.flux.grid import Grid
     from fluxvit.models import create_model
+    from fluxvit.placement import dtype_name
+    from fluxvit.timing import matmul_gflops
 
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here")
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    peak = matmul_peak_gflops(dtype or torch.float32, device=device)
+    placement = _placement(args)
+    device = placement.device
+    dtype = None if placement.dtype == torch.float32 else placement.dtype
+    peak = matmul_gflops(placement.dtype, device=device)
     rows = []
     for name in args.models:
         model = create_model(name).to(device).eval()
@@ -363,11 +400,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     print(f"{name:<24} {tokens:>6} tokens  {row['grid']:>8}  batch {batch:<3} {row['ms']:>9.1f} ms"
                           f"  {row['gflop_per_s']:>7.1f} GFLOP/s  {100 * row['fraction_of_peak']:5.1f}% of peak",
                           flush=True)
-    result = {"machine": machine(device), "dtype": args.dtype, "matmul_peak_gflops": round(peak, 1), "rows": rows}
+    chosen = dtype_name(placement.dtype)
+    result = {"machine": machine(device), "dtype": chosen, "dtype_asked": args.dtype,
+              "matmul_peak_gflops": round(peak, 1), "rows": rows}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"matmul peak here: {peak:.0f} GFLOP/s ({args.dtype})")
+        print(f"matmul peak here: {peak:.0f} GFLOP/s ({chosen}{', chosen by auto' if args.dtype == 'auto' else ''})")
     if args.out:
         from fluxvit.atomic import write_text
 
@@ -384,8 +423,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--grid", default=None, help="base sampling grid TxR (default: the model's); more frames "
                    "are sampled when a budget needs them")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (fp32: off)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    _add_placement(p)
+    p.set_defaults(dtype="fp32")  # a benchmark measures what it is told to; --dtype auto shows auto's choice
     p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", default=None, help="also write the JSON to this file")

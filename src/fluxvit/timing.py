@@ -51,3 +51,11 @@ def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, devic
             fn()
         times.append(watch.seconds)
     return sorted(times)[len(times) // 2]
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, device: torch.device | str = "cpu") -> float:
+    """Achieved GFLOP/s (2 n^3 per product) of a square matmul in ``dtype``: the practical peak
+    of this device's matrix math at the default size."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return 2 * n**3 / time_call(lambda: a @ b, repeats=5, warmup=2, device=device) / 1e9

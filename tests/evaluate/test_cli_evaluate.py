@@ -149,3 +149,34 @@ def test_eval_and_predict_take_the_selector(setup, capsys):
     with pytest.raises(SystemExit) as info:
         cli(["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--selector", "sideways"])
     assert info.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_device_dtype_and_batch_size(setup, capsys, tmp_path, monkeypatch):
+    """--dtype bf16 runs (on any CPU) and is recorded; several videos per forward give the same
+    per-video outcomes as one; bad values are one line and exit 2."""
+    monkeypatch.setenv("FLUXVIT_CACHE", str(tmp_path))
+    _, data, ckpt = setup
+    base = ["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--budget", "20", "--views", "1x2",
+            "--json", "--device", "cpu"]
+    runs = {}
+    for name, extra in {"fp32": ["--dtype", "fp32"], "fp32_b3": ["--dtype", "fp32", "--batch-size", "3"],
+                        "bf16": ["--dtype", "bf16", "--batch-size", "8"]}.items():
+        assert cli(base + extra) == 0
+        (runs[name],) = _json_lines(capsys.readouterr().out)
+    assert (runs["fp32"]["device"], runs["fp32"]["dtype"], runs["bf16"]["dtype"]) == ("cpu", "fp32", "bf16")
+    assert runs["fp32_b3"]["top1"] == runs["fp32"]["top1"] and runs["fp32_b3"]["videos"] == 8
+    assert abs(runs["bf16"]["top1"] - runs["fp32"]["top1"]) <= 25.0  # 8 videos: at most 2 flip in bf16
+    video = str(data.val_csv.parent / data.val_csv.read_text().split()[0])
+    assert cli(["predict", video, "--checkpoint", str(ckpt), "--json", "--dtype", "bf16", "--device", "cpu"]) == 0
+    (pred,) = _json_lines(capsys.readouterr().out)
+    assert (pred["device"], pred["dtype"]) == ("cpu", "bf16")
+    for bad, message in ((["--device", "gpu"], "device 'gpu' is not one of auto, cpu, cuda, cuda:N"),
+                         (["--dtype", "fp16"], "dtype 'fp16' needs a CUDA device")):
+        assert cli(base + bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    for bad in (["--batch-size", "0"], ["--dtype", "fp64"]):
+        with pytest.raises(SystemExit) as info:
+            cli(base + bad)
+        assert info.value.code == 2
+    capsys.readouterr()

@@ -45,4 +45,4 @@ def test_cli_bench_extends_frames_to_hold_each_budget(capsys):
 def test_cli_bench_without_cuda_is_one_line(capsys):
     assert cli(["bench", "fluxvit_nano_patch14", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "fluxvit bench: error: --device cuda: no CUDA device is available here"
+    assert err.strip() == "fluxvit bench: error: device 'cuda': no CUDA device is available here"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import errno
+import importlib
 import logging
 import os
 import stat
@@ -413,15 +414,19 @@ class _OptionalReader:
             raise VideoError(f"{p}: corrupt data while decoding ({exc})") from exc
 
 
+def _import_backend(module: str, backend: str):
+    """The optional package ``module`` of video backend ``backend``; one line if it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"video backend {backend!r} is not installed (pip install {backend})") from exc
+
+
 class TorchCodecReader(_OptionalReader):
     """torchcodec backend (optional; CPU builds need the system FFmpeg). Imported when constructed."""
 
     def __init__(self) -> None:
-        try:
-            from torchcodec.decoders import VideoDecoder
-        except ImportError as exc:
-            raise ConfigError("video backend 'torchcodec' is not installed (pip install torchcodec)") from exc
-        self._decoder_cls = VideoDecoder
+        self._decoder_cls = _import_backend("torchcodec.decoders", "torchcodec").VideoDecoder
 
     def _make(self, path: str):
         return self._decoder_cls(path, dimension_order="NHWC")
@@ -440,12 +445,8 @@ class DecordReader(_OptionalReader):
     """decord backend (optional; note it may return truncated files without complaint)."""
 
     def __init__(self) -> None:
-        try:
-            import decord
-        except ImportError as exc:
-            raise ConfigError("video backend 'decord' is not installed") from exc
-        self._decord = decord
-        self._errors = (RuntimeError, decord.DECORDError)
+        self._decord = _import_backend("decord", "decord")
+        self._errors = (RuntimeError, self._decord.DECORDError)
 
     def _make(self, path: str):
         return self._decord.VideoReader(path, num_threads=1)

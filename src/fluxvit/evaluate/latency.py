@@ -6,34 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
-from pathlib import Path
 
 import torch
 
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
+from fluxvit.placement import Placement, cache_dir, device_key, dtype_name
 from fluxvit.timing import time_call
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("FLUXVIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fluxvit"
-    )
-    return Path(root)
-
-
-def device_key(device: torch.device) -> str:
-    """A name for the hardware a measurement belongs to (and the thread count it used)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"{platform.processor() or platform.machine()}-{os.cpu_count()}cpu-{torch.get_num_threads()}thr"
-    return f"{device.type}:{name}"
 
 
 def _model_key(model) -> str:
@@ -51,13 +33,15 @@ def budget_ladder(max_tokens: int, smallest: int = 32) -> list[int]:
 
 
 def measure_latency(
-    model, grid: Grid, budgets: list[int], device: torch.device | None = None, repeats: int = 3,
+    model, grid: Grid, budgets: list[int], placement: Placement = Placement(), repeats: int = 3,
     use_cache: bool = True,
 ) -> dict[int, float]:
-    """Median forward ms (batch 1) at each budget, selecting from ``grid``; cached per device."""
-    device = device or next(model.parameters()).device
+    """Median forward ms (batch 1) at each budget, selecting from ``grid``, on ``placement``
+    (the model is moved there); cached per device and precision."""
+    device = placement.device
     path = cache_dir() / "latency.json"
-    key = f"{device_key(device)}|{_model_key(model)}|{grid.frames}x{grid.height}x{grid.width}"
+    key = (f"{device_key(device)}|{dtype_name(placement.dtype)}|{_model_key(model)}|"
+           f"{grid.frames}x{grid.height}x{grid.width}")
     cache = {}
     if use_cache and path.is_file():
         try:
@@ -68,8 +52,8 @@ def measure_latency(
     todo = [b for b in budgets if b not in known]
     if todo:
         video = torch.randn(1, 3, grid.frames, grid.height, grid.width, device=device)
-        model.eval()
-        with torch.no_grad():
+        model.to(device).eval()
+        with torch.no_grad(), placement.autocast():
             for b in todo:
                 known[b] = 1e3 * time_call(lambda b=b: model(video, num_tokens=b), repeats, 1, device)
                 log.debug("budget %d: %.1f ms", b, known[b])
@@ -79,16 +63,16 @@ def measure_latency(
     return {b: known[b] for b in budgets}
 
 
-def budget_for_latency(model, grid: Grid, target_ms: float, device: torch.device | None = None) -> int:
+def budget_for_latency(model, grid: Grid, target_ms: float, placement: Placement = Placement()) -> int:
     """The largest budget on :func:`budget_ladder` whose forward fits ``target_ms`` here."""
     if target_ms <= 0:
         raise ConfigError(f"latency target must be positive, got {target_ms} ms")
     ladder = budget_ladder(grid.num_patches(model.patch_size))
-    times = measure_latency(model, grid, ladder, device)
+    times = measure_latency(model, grid, ladder, placement)
     fitting = [b for b in ladder if times[b] <= target_ms]
     if not fitting:
         raise ConfigError(
-            f"no token budget fits {target_ms} ms on {device_key(device or torch.device('cpu'))}: "
+            f"no token budget fits {target_ms} ms on {device_key(placement.device)} ({dtype_name(placement.dtype)}): "
             f"the smallest ({ladder[0]} tokens) takes {times[ladder[0]]:.1f} ms"
         )
     return max(fitting)

@@ -15,6 +15,7 @@ from fluxvit.data.video import PyAVReader, VideoReader
 from fluxvit.evaluate.runner import Views
 from fluxvit.evaluate.visualize import save_png, token_mosaic
 from fluxvit.flux.grid import Grid
+from fluxvit.placement import Placement
 
 
 @dataclass
@@ -25,9 +26,10 @@ class Prediction:
     top: list[tuple[str, float]]
     grid: str
     budget: int
+    placement: Placement = Placement()
 
     def to_dict(self) -> dict:
-        return {"video": self.path, "grid": self.grid, "tokens": self.budget,
+        return {"video": self.path, "grid": self.grid, "tokens": self.budget, **self.placement.to_dict(),
                 "top": [{"label": name, "prob": round(p, 5)} for name, p in self.top]}
 
 
@@ -42,31 +44,35 @@ def read_views(path: str | os.PathLike, grid: Grid, views: Views, reader: VideoR
 
 def predict_video(
     model, path: str | os.PathLike, grid: Grid, views: Views = Views(), topk: int = 5,
-    reader: VideoReader | None = None, selector: str = "group_dynamic",
+    reader: VideoReader | None = None, selector: str = "group_dynamic", placement: Placement = Placement(),
 ) -> Prediction:
-    """Softmax averaged over the views of ``path`` at ``grid`` (and its budget, kept by ``selector``)."""
-    video = read_views(path, grid, views, reader)
+    """Softmax averaged over the views of ``path`` at ``grid`` (and its budget, kept by
+    ``selector``), computed on ``placement`` (the model is moved there)."""
+    video = read_views(path, grid, views, reader).to(placement.device)
     budget = grid.num_tokens(model.patch_size)
-    model.eval()
-    with torch.no_grad():
-        probs = model(video, num_tokens=budget if grid.budget else None, selector=selector).float().softmax(-1).mean(0)
+    model.to(placement.device).eval()
+    with torch.no_grad(), placement.autocast():
+        logits = model(video, num_tokens=budget if grid.budget else None, selector=selector)
+    probs = logits.float().softmax(-1).mean(0).cpu()
     k = min(topk, probs.numel())
     values, ids = probs.topk(k)
     names = model.class_names
     top = [((names[i] if names else str(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist())]
-    return Prediction(str(path), top, f"{grid.frames}x{grid.height}x{grid.width}", budget)
+    return Prediction(str(path), top, f"{grid.frames}x{grid.height}x{grid.width}", budget, placement)
 
 
 def show_tokens(
     model, path: str | os.PathLike, grid: Grid, out: str | os.PathLike, reader: VideoReader | None = None,
-    selector: str = "group_dynamic",
+    selector: str = "group_dynamic", placement: Placement = Placement(),
 ) -> Path:
     """Write a PNG of the first view's frames with the kept tokens bright and the dropped dimmed."""
     video = read_views(path, grid, Views(1, 1), reader)[:1]  # (1, 3, T, R, R)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
-    model.eval()
-    with torch.no_grad():
-        _, kept = model.forward_features(video, num_tokens=budget, selector=selector, return_indices=True)
+    model.to(placement.device).eval()
+    with torch.no_grad(), placement.autocast():
+        _, kept = model.forward_features(video.to(placement.device), num_tokens=budget, selector=selector,
+                                         return_indices=True)
+    kept = None if kept is None else kept.cpu()
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     frames = ((video[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 3, 0).numpy()

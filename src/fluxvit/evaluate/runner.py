@@ -23,6 +23,7 @@ from fluxvit.errors import ConfigError
 from fluxvit.evaluate.metrics import ViewAccumulator
 from fluxvit.evaluate.token_optimization import Score, ScoreFn, stored_grid
 from fluxvit.flux.grid import Grid
+from fluxvit.placement import Placement
 from fluxvit.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,16 @@ def check_labels(model, annotations: Annotations) -> None:
 
 def view_loader(
     annotations: Annotations, grid: Grid, views: Views = Views(), workers: int = 0,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | None = None, batch_size: int = 1,
 ) -> CountBroken:
-    """Batches of one video each, (1, V, 3, T, R, R), broken videos skipped and counted."""
+    """Batches of ``batch_size`` videos, (B, V, 3, T, R, R), decoded in ``workers`` processes;
+    broken videos skipped and counted."""
     dataset = SkipBroken(VideoViewDataset(annotations, grid.with_budget(None), num_clips=views.clips,
                                           transform=EvalTransform(num_crops=views.crops)))
     if indices is not None:
         dataset = Subset(dataset, list(indices))
-    loader = DataLoader(dataset, batch_size=1, collate_fn=collate_clips, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers,
+                        pin_memory=False)
     return CountBroken(loader, name=str(annotations.csv))
 
 
@@ -102,6 +105,8 @@ class EvalResult:
     ms_per_view: float
     broken: int
     broken_videos: list[str]
+    device: str = "cpu"
+    dtype: str = "fp32"
     per_class: list[float | None] | None = None
     per_video: dict | None = None  # video id (CSV row) -> correct
 
@@ -113,15 +118,16 @@ class EvalResult:
 def run_views(
     model, loader: CountBroken, budget: int | None, head: int | None,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
-    device: torch.device | None = None, progress: bool = False, desc: str = "eval", selector: str = "group_dynamic",
+    placement: Placement = Placement(), progress: bool = False, desc: str = "eval",
+    selector: str = "group_dynamic",
 ) -> RunStats:
-    """Run ``model`` over every view of every video, selecting ``budget`` tokens with
-    ``selector``. ``on_batch(logits (V, K), embeddings (V, D), labels (V,), video_ids (V,))``
-    receives each video's views."""
-    device = device or next(model.parameters()).device
+    """Run ``model`` over every view of every video on ``placement`` (the model is moved there),
+    selecting ``budget`` tokens with ``selector``. ``on_batch(logits (V, K), embeddings (V, D),
+    labels (V,), video_ids (V,))``, fp32 on the CPU, receives each batch's views."""
+    device = placement.device
     stats = RunStats()
     watch = Stopwatch(device)
-    model.eval()
+    model.to(device).eval()
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -129,17 +135,17 @@ def run_views(
         iterator = tqdm(loader, desc=desc, unit="video", leave=False)
     with torch.no_grad():
         for batch in iterator:
-            video = batch.video.flatten(0, 1).to(device)  # (B*V, 3, T, R, R)
+            video = batch.video.flatten(0, 1).to(device, non_blocking=True)  # (B*V, 3, T, R, R)
             per_video = batch.video.shape[1]
             labels = batch.label.repeat_interleave(per_video)
             ids = batch.index.repeat_interleave(per_video)
-            with watch:
+            with watch, placement.autocast():
                 tokens = model.forward_features(video, num_tokens=budget, selector=selector)
                 h = model.resolve_head(tokens.shape[1] - 1, head)
                 emb = model.forward_head(tokens, h, pre_logits=True)
                 logits = model.classify(emb, h)
             stats.views += video.shape[0]
-            on_batch(logits, emb, labels, ids)
+            on_batch(logits.float().cpu(), emb.float().cpu(), labels, ids)
     stats.seconds = watch.seconds
     stats.broken = list(loader.skipped)
     return stats
@@ -149,24 +155,25 @@ def evaluate(
     model, annotations: Annotations, grid: Grid, views: Views = Views(), head: int | None = None,
     per_class: bool = False, workers: int = 0, progress: bool = False,
     indices: Sequence[int] | None = None, per_video: bool = False, selector: str = "group_dynamic",
+    placement: Placement = Placement(), batch_size: int = 1,
 ) -> EvalResult:
     """Multi-view accuracy of ``model`` at ``grid`` (its budget, if any, selects tokens with
-    ``selector``), over the videos of ``annotations`` (or its rows ``indices``); see
-    :class:`EvalResult`."""
+    ``selector``), over the videos of ``annotations`` (or its rows ``indices``), ``batch_size``
+    videos per forward, on ``placement``; see :class:`EvalResult`."""
     check_labels(model, annotations)
     grid.check_patch(model.patch_size)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     acc = ViewAccumulator(model.num_classes)
-    loader = view_loader(annotations, grid, views, workers, indices)
+    loader = view_loader(annotations, grid, views, workers, indices, batch_size)
     stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
-                      progress=progress, desc=f"eval {grid}", selector=selector)
+                      placement, progress=progress, desc=f"eval {grid}", selector=selector)
     flops = model.estimate_flops(grid)
     return EvalResult(
         **acc.result(per_class=per_class, per_video=per_video),
         grid=f"{grid.frames}x{grid.height}x{grid.width}", budget=budget or grid.num_patches(model.patch_size),
         views_per_video=str(views), gflops=flops.paper / 1e9, gflops_total=flops.total / 1e9,
         ms_per_view=1e3 * stats.seconds / max(stats.views, 1), broken=len(stats.broken),
-        broken_videos=stats.broken,
+        broken_videos=stats.broken, **placement.to_dict(),
     )
 
 
@@ -178,7 +185,7 @@ def subset_indices(n: int, fraction: float) -> list[int]:
 
 def token_optimization_scorer(
     model, annotations: Annotations, views: Views = Views(), subset: float = 0.3, workers: int = 0,
-    progress: bool = False,
+    progress: bool = False, placement: Placement = Placement(), batch_size: int = 1,
 ) -> ScoreFn:
     """``score(grid, on_subset)``: each video's outcome at ``grid`` on an even subset or the
     whole split (a :class:`Score`)."""
@@ -186,7 +193,8 @@ def token_optimization_scorer(
 
     def score(grid: Grid, on_subset: bool) -> Score:
         res = evaluate(model, annotations, grid, views, workers=workers, progress=progress,
-                       indices=picked if on_subset else None, per_video=True)
+                       indices=picked if on_subset else None, per_video=True, placement=placement,
+                       batch_size=batch_size)
         return Score(res.per_video)
 
     return score
@@ -195,6 +203,7 @@ def token_optimization_scorer(
 def extract_features(
     model, csv: str | os.PathLike, out: str | os.PathLike, grid: Grid | None = None, views: Views = Views(),
     data_root: str | os.PathLike | None = None, workers: int = 0, progress: bool = False,
+    placement: Placement = Placement(), batch_size: int = 1,
 ) -> Path:
     """Pooled clip embeddings (mean over views) of every readable video in ``csv`` -> a
     safetensors file with ``features`` (V, D), ``labels`` (V,) and ``index`` (V,) (the CSV row of
@@ -209,13 +218,13 @@ def extract_features(
     labels: dict[int, int] = {}
 
     def keep(_logits, emb, y, ids):
-        for e, label, vid in zip(emb.float().cpu(), y.tolist(), ids.tolist()):
+        for e, label, vid in zip(emb, y.tolist(), ids.tolist()):
             sums[vid] = sums.get(vid, 0) + e
             counts[vid] = counts.get(vid, 0) + 1
             labels[vid] = label
 
-    loader = view_loader(annotations, grid, views, workers)
-    stats = run_views(model, loader, budget, None, keep, progress=progress, desc="features")
+    loader = view_loader(annotations, grid, views, workers, batch_size=batch_size)
+    stats = run_views(model, loader, budget, None, keep, placement, progress=progress, desc="features")
     order = sorted(sums)
     if not order:
         raise ConfigError(f"{csv}: no video could be read, no features written")
@@ -226,5 +235,6 @@ def extract_features(
     }
     out = Path(out)
     with atomic_write(out) as tmp:
-        save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(stats.broken)})
+        save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(stats.broken),
+                                               **placement.to_dict()})
     return out

@@ -32,13 +32,6 @@ def machine(device: torch.device | str = "cpu") -> dict:
     }
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, device: torch.device | str = "cpu") -> float:
-    """Achieved GFLOP/s (2 n^3 per product) of a large square matmul: the practical peak here."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    return 2 * n**3 / time_call(lambda: a @ b, repeats=5, warmup=2, device=device) / 1e9
-
-
 @dataclass
 class ForwardSpeed:
     """One measurement: ``batch`` clips of ``grid`` cut to ``tokens``, in ``dtype``."""

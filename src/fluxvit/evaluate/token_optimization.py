@@ -198,9 +198,11 @@ def stored_grid(meta: dict | None, budget: int) -> Grid | None:
                               f"malformed ({e})") from None
 
 
-def choices_metadata(choices: dict[int, BudgetChoice], existing: dict | None = None) -> dict:
-    """Merge ``choices`` into a checkpoint's stored TO record (without the trial logs)."""
+def choices_metadata(choices: dict[int, BudgetChoice], existing: dict | None = None,
+                     measured_on: dict | None = None) -> dict:
+    """Merge ``choices`` into a checkpoint's stored TO record (without the trial logs);
+    ``measured_on`` (device and dtype of the search) is stored with each choice."""
     record = dict((existing or {}).get(META_KEY) or {})
     for budget, c in choices.items():
-        record[str(budget)] = {k: v for k, v in c.to_dict().items() if k != "trials"}
+        record[str(budget)] = {k: v for k, v in c.to_dict().items() if k != "trials"} | (measured_on or {})
     return {META_KEY: record}

@@ -21,6 +21,7 @@ from fluxvit.evaluate.token_optimization import (
 )
 from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
+from fluxvit.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,20 @@ class TOReport:
     checkpoint: Path | None
 
 
-def plain_accuracies(model, annotations: Annotations, budget: int, views: Views,
-                     workers: int = 0) -> dict[str, tuple[Grid, EvalResult]]:
+def plain_accuracies(model, annotations: Annotations, budget: int, views: Views, workers: int = 0,
+                     **run) -> dict[str, tuple[Grid, EvalResult]]:
     """The usual ways to meet ``budget`` without selection, from the model's default grid
-    (:func:`~fluxvit.evaluate.token_optimization.plain_grids`), each evaluated: name -> (grid, result)."""
-    return {name: (g, evaluate(model, annotations, g, views, workers=workers))
+    (:func:`~fluxvit.evaluate.token_optimization.plain_grids`), each evaluated (``run``: more
+    :func:`evaluate` arguments, e.g. placement and batch size): name -> (grid, result)."""
+    return {name: (g, evaluate(model, annotations, g, views, workers=workers, **run))
             for name, g in plain_grids(budget, model.default_grid, model.patch_size).items()}
 
 
 def compare_budget(model, annotations: Annotations, budget: int, choice: BudgetChoice, views: Views,
-                   workers: int = 0) -> dict:
+                   workers: int = 0, **run) -> dict:
     """One table row: top-1 of each way of meeting ``budget`` and their GFLOPs (paper count)."""
     row: dict = {"budget": budget, "gflops": model.estimate_flops(budget).paper / 1e9}
-    for name, (g, res) in plain_accuracies(model, annotations, budget, views, workers).items():
+    for name, (g, res) in plain_accuracies(model, annotations, budget, views, workers, **run).items():
         row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = res.top1, res.gflops, str(g)
     # The default grid cut to the budget was scored by the search (None: it has too few tokens).
     row["selection"] = choice.reference_accuracy
@@ -70,17 +72,20 @@ def token_optimization_report(
     model, annotations: Annotations, budgets: list[int], space: SearchSpace = SearchSpace(),
     views: Views = Views(), subset: float = 0.3, refine_top: int = 3, out_dir: str | os.PathLike = "runs/optimize",
     save_to: str | os.PathLike | None = None, progress: bool = False, workers: int = 0, min_gain_se: float = 2.0,
+    placement: Placement = Placement(), batch_size: int = 1,
 ) -> TOReport:
-    """Search each budget, compare it, store the choices in ``save_to`` (a fluxvit checkpoint).
-    The model's default grid is kept unless a grid beats it by more than ``min_gain_se``
-    standard errors (see :mod:`fluxvit.evaluate.token_optimization`)."""
-    score = token_optimization_scorer(model, annotations, views, subset, workers, progress)
+    """Search each budget, compare it, store the choices in ``save_to`` (a fluxvit checkpoint),
+    with the device and precision they were measured in. The model's default grid is kept
+    unless a grid beats it by more than ``min_gain_se`` standard errors (see
+    :mod:`fluxvit.evaluate.token_optimization`)."""
+    run = {"placement": placement, "batch_size": batch_size}
+    score = token_optimization_scorer(model, annotations, views, subset, workers, progress, **run)
     choices, rows = {}, []
     for budget in budgets:
         choice = optimize_budget(budget, space.candidates(budget, model.patch_size), score, refine_top,
                                  model.patch_size, reference=model.default_grid, min_gain_se=min_gain_se)
         choices[budget] = choice
-        rows.append(compare_budget(model, annotations, budget, choice, views, workers))
+        rows.append(compare_budget(model, annotations, budget, choice, views, workers, **run))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, COLUMNS)
@@ -89,11 +94,13 @@ def token_optimization_report(
                                    title=f"{model.name}: accuracy vs compute ({annotations.csv.name})")
     md = out / "report.md"
     write_text(md, f"# Token Optimization\n\nCheckpoint model: `{model.name}`; data: `{annotations.csv}`; "
-                  f"views {views}.\n\n{table}\n\n![accuracy vs GFLOPs](token_optimization.png)\n")
+                  f"views {views}; measured on {placement}.\n\n{table}\n\n"
+                  "![accuracy vs GFLOPs](token_optimization.png)\n")
     saved = None
     if save_to is not None:
         if Path(save_to).suffix == ".safetensors" or Path(save_to).is_dir():
-            model.checkpoint_meta = {**model.checkpoint_meta, **choices_metadata(choices, model.checkpoint_meta)}
+            record = choices_metadata(choices, model.checkpoint_meta, placement.to_dict())
+            model.checkpoint_meta = {**model.checkpoint_meta, **record}
             saved = save_checkpoint(model, save_to)
             log.info("stored Token Optimization choices in %s", saved)
         else:
