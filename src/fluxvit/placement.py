@@ -6,8 +6,9 @@
 enough: a CPU with AMX runs bf16 matmuls ~6x faster than fp32, but one with only AVX512-BF16 runs
 them at about half the fp32 speed (measured on two 2-core machines of this project: 2300 vs 400
 GFLOP/s, 170 vs 310), and one with neither emulates it at ~1 GFLOP/s. So ``auto`` measures both
-once per machine (a 256^3 matmul, well under a second) and picks bf16 only when it is at least :data:`BF16_MIN_SPEEDUP` x faster; the measurement
-is cached beside the latency cache (``$FLUXVIT_CACHE``, default ``~/.cache/fluxvit``).
+once per machine (a 256^3 matmul, well under a second) and picks bf16 only when it is at least
+:data:`BF16_MIN_SPEEDUP` x faster; the measurement is cached beside the latency cache
+(``$FLUXVIT_CACHE``, default ``~/.cache/fluxvit``).
 
 Reduced precision runs under ``torch.autocast`` (weights stay fp32; matmuls and attention run in
 bf16/fp16); outputs are cast back to fp32 by the callers that score them.
