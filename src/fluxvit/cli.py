@@ -227,7 +227,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     report = token_optimization_report(
         model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
-        workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args), batch_size=args.batch_size,
+        workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args),
     )
     print(report.table)
     print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
@@ -313,8 +313,6 @@ def _add_eval_commands(sub) -> None:
             p.add_argument("--data", required=True, help="annotation file: `relative/path.mp4 label` per line")
             p.add_argument("--data-root", default=None, help="folder the CSV's paths are relative to")
             p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-            p.add_argument("--batch-size", type=_positive_int, default=1,
-                           help="videos per forward (all their views at once; default 1)")
 
     def sampling(p) -> None:
         p.add_argument("--budget", type=int, default=None, help="tokens kept (default: all)")
@@ -331,6 +329,8 @@ def _add_eval_commands(sub) -> None:
     common(p)
     sampling(p)
     p.add_argument("--views", default="4x3", help="CLIPSxCROPS test views per video (default 4x3)")
+    p.add_argument("--batch-size", type=_positive_int, default=1,
+                   help="videos per forward (all their views at once; default 1)")
     p.add_argument("--head", type=int, default=None, help="head index (default: nearest budget)")
     p.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
     p.add_argument("--save-features", default=None, help="write pooled clip embeddings to this .safetensors")

@@ -180,3 +180,32 @@ def test_device_dtype_and_batch_size(setup, capsys, tmp_path, monkeypatch):
             cli(base + bad)
         assert info.value.code == 2
     capsys.readouterr()
+
+
+def test_decode_once_search_scores_equal_grid_by_grid_evaluation(setup, tmp_path):
+    """Token Optimization's scorer decodes each video once for all grids; every grid's per-video
+    outcomes equal evaluating that grid on its own (same frames, same resize, same logits),
+    broken videos skipped by both."""
+    from fluxvit.data.annotations import read_annotations
+    from fluxvit.evaluate.runner import Views, evaluate, token_optimization_scorer
+    from fluxvit.flux.grid import Grid
+
+    _, data, ckpt = setup
+    model = fluxvit.load_checkpoint(ckpt)
+    lines = data.val_csv.read_text().splitlines()
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 64)
+    csv = tmp_path / "val.csv"
+    csv.write_text("".join(f"{data.val_csv.parent / ln.split()[0]} {ln.split()[1]}\n" for ln in lines)
+                   + f"{tmp_path / 'bad.mp4'} 0\n")
+    ann = read_annotations(csv)
+    views = Views(2, 1)
+    grids = [Grid(2, 28, budget=6), Grid(4, 56, budget=20), Grid(8, 42, budget=40), Grid(6, 56), Grid(4, 42)]
+    score_many = token_optimization_scorer(model, ann, views, subset=0.5)
+    for on_subset in (True, False):
+        together = score_many(grids, on_subset)
+        rows = sorted(together[grids[0]].correct)
+        assert len(rows) == (4 if on_subset else 8) and 8 not in rows  # the broken one is skipped
+        for g in grids:
+            alone = evaluate(model, ann, g, views, per_video=True,
+                             indices=rows + ([8] if not on_subset else []))
+            assert together[g].correct == alone.per_video, g

@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader, Subset
 
 from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, read_annotations
-from fluxvit.data.datasets import CountBroken, SkipBroken, VideoViewDataset, collate_clips
+from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips
 from fluxvit.data.transforms import EvalTransform
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.metrics import ViewAccumulator
-from fluxvit.evaluate.token_optimization import Score, ScoreFn, stored_grid
+from fluxvit.evaluate.token_optimization import Score, ScoreManyFn, stored_grid
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
 from fluxvit.timing import Stopwatch
@@ -183,21 +183,75 @@ def subset_indices(n: int, fraction: float) -> list[int]:
     return sorted({int(i * n / k) for i in range(k)})
 
 
+class UnionFrames(torch.utils.data.Dataset):
+    """Item i: video i decoded once for several grids: ``(index, label, frames (U, H, W, 3),
+    {T: positions (clips, T) into frames})``, U the union of every frame count's test-view
+    frames (what :class:`VideoViewDataset` would read for each grid separately)."""
+
+    def __init__(self, annotations: Annotations, frame_counts: Sequence[int], num_clips: int,
+                 indices: Sequence[int] | None = None, reader=None) -> None:
+        from fluxvit.data.datasets import records_of
+        from fluxvit.data.sampling import SegmentSampler
+        from fluxvit.data.video import PyAVReader
+
+        self.records = records_of(annotations)
+        self.rows = list(indices) if indices is not None else list(range(len(self.records)))
+        self.frame_counts, self.num_clips = sorted(set(frame_counts)), num_clips
+        self.reader = reader if reader is not None else PyAVReader()
+        self.sampler = SegmentSampler()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = self.rows[i]
+        record = self.records[row]
+        n = self.reader.num_frames(record.path)
+        wanted = {t: self.sampler.views(n, t, self.num_clips) for t in self.frame_counts}  # (clips, T) each
+        union = sorted({int(f) for idx in wanted.values() for f in idx.flatten().tolist()})
+        where = {f: k for k, f in enumerate(union)}
+        positions = {t: idx.apply_(lambda f: where[f]) for t, idx in wanted.items()}
+        return row, record.label, self.reader.read(record.path, union), positions
+
+
 def token_optimization_scorer(
     model, annotations: Annotations, views: Views = Views(), subset: float = 0.3, workers: int = 0,
-    progress: bool = False, placement: Placement = Placement(), batch_size: int = 1,
-) -> ScoreFn:
-    """``score(grid, on_subset)``: each video's outcome at ``grid`` on an even subset or the
-    whole split (a :class:`Score`)."""
+    progress: bool = False, placement: Placement = Placement(), selector: str = "group_dynamic",
+) -> ScoreManyFn:
+    """``score_many(grids, on_subset)``: each video's outcome at every grid of ``grids`` (a
+    :class:`Score` each), on an even subset or the whole split, decoding each video once for all
+    of them: the frames every grid's views need are read together, then each grid takes its own
+    frames and resizes them (the same pixels and logits as evaluating grid by grid)."""
     picked = subset_indices(len(annotations), subset)
+    check_labels(model, annotations)
+    transform = EvalTransform(num_crops=views.crops)
+    device = placement.device
 
-    def score(grid: Grid, on_subset: bool) -> Score:
-        res = evaluate(model, annotations, grid, views, workers=workers, progress=progress,
-                       indices=picked if on_subset else None, per_video=True, placement=placement,
-                       batch_size=batch_size)
-        return Score(res.per_video)
+    def score_many(grids: Sequence[Grid], on_subset: bool) -> dict[Grid, Score]:
+        for g in grids:
+            g.num_tokens(model.patch_size)  # checks the patch size and the budget, before any decoding
+        data = UnionFrames(annotations, [g.frames for g in grids], views.clips, picked if on_subset else None)
+        loader = DataLoader(SkipBroken(data), batch_size=None, num_workers=workers)
+        accumulators = {g: ViewAccumulator(model.num_classes) for g in grids}
+        model.to(device).eval()
+        if progress:
+            from tqdm import tqdm
 
-    return score
+            loader = tqdm(loader, desc=f"search {len(grids)} grids", unit="video", leave=False)
+        with torch.no_grad():
+            for item in loader:
+                if isinstance(item, BrokenClip):
+                    continue  # skipped here as in every grid's own evaluation
+                row, label, frames, positions = item
+                for g in grids:
+                    clips = frames[positions[g.frames]]  # (clips, T, H, W, 3)
+                    video = torch.cat([transform(clip, g.height) for clip in clips]).to(device)
+                    with placement.autocast():
+                        logits = model(video, num_tokens=g.budget, selector=selector)
+                    accumulators[g].add(logits.float().cpu(), torch.full((video.shape[0],), label), [row] * len(video))
+        return {g: Score(acc.result(per_video=True)["per_video"]) for g, acc in accumulators.items()}
+
+    return score_many
 
 
 def extract_features(

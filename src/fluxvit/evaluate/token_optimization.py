@@ -2,7 +2,9 @@
 selected N tokens give the best accuracy.
 
 The search is cheap by construction: every candidate grid is scored on a subset of the
-validation videos, and only the best few are scored on all of them. The choice is stored with
+validation videos, and only the best few are scored on all of them; each stage is one pass over
+the videos for every grid and budget, so each video is decoded once per stage
+(:func:`fluxvit.evaluate.runner.token_optimization_scorer`). The choice is stored with
 the checkpoint, so ``eval``/``predict --budget N`` use it by default.
 
 The search is also guarded against its own noise. With a few hundred validation videos, the
@@ -51,6 +53,8 @@ class Score:
 
 # score(grid, subset) -> Score; subset=True scores on the cheap subset only.
 ScoreFn = Callable[[Grid, bool], Score]
+# score_many(grids, subset) -> {grid: Score}: several grids in one pass over the videos.
+ScoreManyFn = Callable[[Sequence[Grid], bool], dict[Grid, Score]]
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,72 @@ class BudgetChoice:
                 "top1": round(self.accuracy, 3), "decision": self.decision(), "trials": self.trials}
 
 
+def search_budgets(
+    candidates: dict[int, Sequence[Grid]],
+    score_many: ScoreManyFn,
+    refine_top: int = 3,
+    patch_size: int = 14,
+    reference: Grid | None = None,
+    min_gain_se: float = 2.0,
+    also_full: Sequence[Grid] = (),
+) -> tuple[dict[int, BudgetChoice], dict[Grid, Score]]:
+    """Two-stage search for every budget at once, in two passes over the videos (so a scorer
+    that decodes each video once per pass decodes it twice per search, not once per grid):
+
+    1. every budget's ``candidates`` on the subset;
+    2. each budget's best ``refine_top``, the ``reference`` grid (the model's default) cut to the
+       budget, and ``also_full`` (e.g. the report's plain grids) on the full split.
+
+    Ties go to the grid with fewer patches (cheaper). The reference is kept unless the best grid
+    beats it by more than ``min_gain_se`` standard errors of the paired difference (module
+    docstring). Returns each budget's choice and every stage-2 score."""
+    if not min_gain_se >= 0:
+        raise ConfigError(f"min_gain_se must be >= 0 standard errors, got {min_gain_se}")
+    candidates = {budget: [g.with_budget(budget) for g in grids] for budget, grids in candidates.items()}
+
+    def ranked(budget: int, scores: dict[Grid, Score], grids: Sequence[Grid]) -> list[Grid]:
+        return sorted(grids, key=lambda g: (-scores[g].top1, g.num_patches(patch_size)))
+
+    coarse = score_many(_unique(g for grids in candidates.values() for g in grids), True)
+    finalists, references = {}, {}
+    for budget, grids in candidates.items():
+        finalists[budget] = ranked(budget, coarse, grids)[:refine_top]
+        ref = reference.with_budget(budget) if reference is not None else None
+        if ref is not None and ref.num_patches(patch_size) >= budget:
+            references[budget] = ref
+            if ref not in finalists[budget]:
+                finalists[budget].append(ref)
+    fine = score_many(_unique([*(g for f in finalists.values() for g in f), *also_full]), False)
+
+    choices = {}
+    for budget, grids in candidates.items():
+        trials = [{"grid": str(g.with_budget(None)), "stage": "subset", "top1": round(coarse[g].top1, 3)}
+                  for g in grids]
+        trials += [{"grid": str(g.with_budget(None)), "stage": "full", "top1": round(fine[g].top1, 3)}
+                   for g in finalists[budget]]
+        order = ranked(budget, fine, finalists[budget])
+        best = order[0]
+        choice = BudgetChoice(budget, best, fine[best].top1, trials=trials)
+        ref = references.get(budget)
+        if ref is not None:
+            choice.reference, choice.reference_accuracy = ref, fine[ref].top1
+            challenger = next((g for g in order if g != ref), None)
+            if challenger is not None:
+                gain, se = fine[challenger].paired_gain(fine[ref])
+                choice.challenger, choice.gain_videos = challenger, gain
+                choice.gain_se = gain / se if se > 0 else 0.0
+                if best != ref and gain <= min_gain_se * se:
+                    choice.best, choice.accuracy = ref, fine[ref].top1
+        log.info("budget %d: %s (top-1 %.2f) of %d candidates; %s", budget, choice.best, choice.accuracy,
+                 len(grids), choice.decision())
+        choices[budget] = choice
+    return choices, fine
+
+
+def _unique(grids) -> list[Grid]:
+    return list(dict.fromkeys(grids))
+
+
 def optimize_budget(
     budget: int,
     candidates: Sequence[Grid],
@@ -140,46 +210,10 @@ def optimize_budget(
     reference: Grid | None = None,
     min_gain_se: float = 2.0,
 ) -> BudgetChoice:
-    """Two-stage search over ``candidates`` for ``budget``: all on the subset, the best
-    ``refine_top`` (and ``reference``) on the full split. Ties go to the grid with fewer patches
-    (cheaper). A ``reference`` grid (the model's default) is kept unless the best grid beats it
-    by more than ``min_gain_se`` standard errors of the paired difference (module docstring)."""
-    if not min_gain_se >= 0:
-        raise ConfigError(f"min_gain_se must be >= 0 standard errors, got {min_gain_se}")
-    if reference is not None and reference.num_patches(patch_size) < budget:
-        reference = None
-    if reference is not None:
-        reference = reference.with_budget(budget)
-    trials = []
-
-    def run(g: Grid, stage: str) -> Score:
-        result = score(g.with_budget(budget), stage == "subset")
-        trials.append({"grid": str(g.with_budget(None)), "stage": stage, "top1": round(result.top1, 3)})
-        return result
-
-    def rank(scored: list[tuple[Score, Grid]]) -> list[tuple[Score, Grid]]:
-        return sorted(scored, key=lambda sg: (-sg[0].top1, sg[1].num_patches(patch_size)))
-
-    coarse = rank([(run(g, "subset"), g) for g in candidates])
-    finalists = [g.with_budget(budget) for _, g in coarse[:refine_top]]
-    if reference is not None and reference not in finalists:
-        finalists.append(reference)
-    fine = rank([(run(g, "full"), g) for g in finalists])
-    best_score, best = fine[0]
-    choice = BudgetChoice(budget, best, best_score.top1, trials=trials)
-    if reference is not None:
-        ref_score = next(s for s, g in fine if g == reference)
-        choice.reference, choice.reference_accuracy = reference, ref_score.top1
-        challenger_score, challenger = next((sg for sg in fine if sg[1] != reference), (None, None))
-        if challenger is not None:
-            gain, se = challenger_score.paired_gain(ref_score)
-            choice.challenger, choice.gain_videos = challenger, gain
-            choice.gain_se = gain / se if se > 0 else 0.0
-            if best != reference and gain <= min_gain_se * se:
-                choice.best, choice.accuracy = reference, ref_score.top1
-    log.info("budget %d: %s (top-1 %.2f) of %d candidates; %s", budget, choice.best, choice.accuracy,
-             len(candidates), choice.decision())
-    return choice
+    """:func:`search_budgets` for one budget with a scorer of one grid at a time."""
+    choices, _ = search_budgets({budget: candidates}, lambda grids, subset: {g: score(g, subset) for g in grids},
+                                refine_top, patch_size, reference, min_gain_se)
+    return choices[budget]
 
 
 def stored_grid(meta: dict | None, budget: int) -> Grid | None:

@@ -14,10 +14,11 @@ from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy
 from fluxvit.evaluate.runner import EvalResult, Views, evaluate, token_optimization_scorer
 from fluxvit.evaluate.token_optimization import (
     BudgetChoice,
+    Score,
     SearchSpace,
     choices_metadata,
-    optimize_budget,
     plain_grids,
+    search_budgets,
 )
 from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
@@ -55,12 +56,12 @@ def plain_accuracies(model, annotations: Annotations, budget: int, views: Views,
             for name, g in plain_grids(budget, model.default_grid, model.patch_size).items()}
 
 
-def compare_budget(model, annotations: Annotations, budget: int, choice: BudgetChoice, views: Views,
-                   workers: int = 0, **run) -> dict:
-    """One table row: top-1 of each way of meeting ``budget`` and their GFLOPs (paper count)."""
+def compare_budget(model, budget: int, choice: BudgetChoice, plain: dict[str, tuple[Grid, Score]]) -> dict:
+    """One table row: top-1 of each way of meeting ``budget`` and their GFLOPs (paper count);
+    ``plain``: the plain grids' scores (name -> (grid, score))."""
     row: dict = {"budget": budget, "gflops": model.estimate_flops(budget).paper / 1e9}
-    for name, (g, res) in plain_accuracies(model, annotations, budget, views, workers, **run).items():
-        row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = res.top1, res.gflops, str(g)
+    for name, (g, score) in plain.items():
+        row[name], row[f"{name}_gflops"], row[f"{name}_grid"] = score.top1, model.estimate_flops(g).paper / 1e9, str(g)
     # The default grid cut to the budget was scored by the search (None: it has too few tokens).
     row["selection"] = choice.reference_accuracy
     row["to"], row["to_grid"] = choice.accuracy, str(choice.best.with_budget(None))
@@ -72,20 +73,21 @@ def token_optimization_report(
     model, annotations: Annotations, budgets: list[int], space: SearchSpace = SearchSpace(),
     views: Views = Views(), subset: float = 0.3, refine_top: int = 3, out_dir: str | os.PathLike = "runs/optimize",
     save_to: str | os.PathLike | None = None, progress: bool = False, workers: int = 0, min_gain_se: float = 2.0,
-    placement: Placement = Placement(), batch_size: int = 1,
+    placement: Placement = Placement(),
 ) -> TOReport:
-    """Search each budget, compare it, store the choices in ``save_to`` (a fluxvit checkpoint),
-    with the device and precision they were measured in. The model's default grid is kept
-    unless a grid beats it by more than ``min_gain_se`` standard errors (see
+    """Search each budget, compare it with the plain ways of meeting it, store the choices in
+    ``save_to`` (a fluxvit checkpoint), with the device and precision they were measured in.
+    Two passes over the videos in all (:func:`~fluxvit.evaluate.token_optimization.search_budgets`).
+    The model's default grid is kept unless a grid beats it by more than ``min_gain_se`` standard errors (see
     :mod:`fluxvit.evaluate.token_optimization`)."""
-    run = {"placement": placement, "batch_size": batch_size}
-    score = token_optimization_scorer(model, annotations, views, subset, workers, progress, **run)
-    choices, rows = {}, []
-    for budget in budgets:
-        choice = optimize_budget(budget, space.candidates(budget, model.patch_size), score, refine_top,
-                                 model.patch_size, reference=model.default_grid, min_gain_se=min_gain_se)
-        choices[budget] = choice
-        rows.append(compare_budget(model, annotations, budget, choice, views, workers, **run))
+    score_many = token_optimization_scorer(model, annotations, views, subset, workers, progress, placement)
+    plain = {b: plain_grids(b, model.default_grid, model.patch_size) for b in budgets}
+    choices, scores = search_budgets(
+        {b: space.candidates(b, model.patch_size) for b in budgets}, score_many, refine_top, model.patch_size,
+        reference=model.default_grid, min_gain_se=min_gain_se,
+        also_full=[g for grids in plain.values() for g in grids.values()])
+    rows = [compare_budget(model, b, choices[b], {name: (g, scores[g]) for name, g in plain[b].items()})
+            for b in budgets]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, COLUMNS)
