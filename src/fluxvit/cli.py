@@ -144,7 +144,7 @@ def _placement(args: argparse.Namespace):
     from fluxvit.placement import Placement
 
     placement = Placement.resolve(args.device, args.dtype)
-    logging.getLogger("fluxvit").info("running on %s", placement)
+    logging.getLogger("fluxvit").debug("running on %s", placement)
     return placement
 
 
@@ -235,31 +235,66 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fluxvit.errors import VideoError
-    from fluxvit.evaluate.predict import predict_video, show_tokens
+    import contextlib
+    from pathlib import Path
+
+    from fluxvit.atomic import atomic_write
+    from fluxvit.evaluate.predict import (
+        PREDICTION_FORMATS,
+        PredictionError,
+        PredictionWriter,
+        expand_videos,
+        predict_videos,
+        show_tokens,
+    )
     from fluxvit.evaluate.runner import Views
 
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in PREDICTION_FORMATS:
+        raise ConfigError(f"--out {out}: predictions are written to a .csv or .jsonl file")
+    if out is not None and out.exists():
+        raise ConfigError(f"--out {out}: exists; choose a new name (results are never overwritten)")
+    paths = expand_videos(args.videos, _extensions(args.extensions))
+    if not paths:
+        raise ConfigError(f"no video file ({args.extensions}) in {', '.join(args.videos)}")
     model = _load_model(args.checkpoint)
     placement = _placement(args)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
     views = Views.parse(args.views)
+    workers = args.workers if args.workers is not None else (1 if len(paths) >= 4 else 0)
     failed = 0
-    for i, path in enumerate(args.videos):
-        try:
-            pred = predict_video(model, path, grid, views, args.topk, selector=args.selector, placement=placement)
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if out is not None:
+            tmp = stack.enter_context(atomic_write(out))
+            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8")),
+                                      out.suffix.lower())
+        results = predict_videos(model, paths, grid, views, args.topk, args.batch_size, workers, args.selector,
+                                 placement)
+        for i, result in enumerate(results):
+            if writer is not None:
+                writer.write(result)
+            if isinstance(result, PredictionError):
+                failed += 1
+                print(f"fluxvit predict: error: {result.error}", file=sys.stderr)
+                continue
             if args.show_tokens:
-                out = args.show_tokens if len(args.videos) == 1 else _numbered(args.show_tokens, i)
-                show_tokens(model, path, grid, out, selector=args.selector, placement=placement)
-        except VideoError as e:
-            failed += 1
-            print(f"fluxvit predict: error: {e}", file=sys.stderr)
-            continue
-        if args.json:
-            print(json.dumps(pred.to_dict()))
-        else:
-            tops = ", ".join(f"{name} {p:.1%}" for name, p in pred.top)
-            print(f"{path}: {tops}")
+                picture = args.show_tokens if len(paths) == 1 else _numbered(args.show_tokens, i)
+                show_tokens(model, result.path, grid, picture, selector=args.selector, placement=placement)
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+            else:
+                print(f"{result.path}: {', '.join(f'{name} {p:.1%}' for name, p in result.top)}", flush=True)
+    if out is not None:
+        print(f"wrote {out}: {len(paths) - failed} predictions, {failed} errors", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0
+
+
+def _extensions(text: str) -> list[str]:
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not values:
+        raise ConfigError(f"--extensions {text!r} names no file extension")
+    return values
 
 
 def _numbered(path: str, i: int) -> str:
@@ -279,14 +314,19 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (argparse says which flag in its one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
 
 
 def _add_placement(p) -> None:
@@ -303,6 +343,7 @@ def _join(values) -> str:
 
 
 def _add_eval_commands(sub) -> None:
+    from fluxvit.evaluate.predict import VIDEO_EXTENSIONS
     from fluxvit.evaluate.token_optimization import SearchSpace
     from fluxvit.flux.selectors import SELECTORS
 
@@ -329,7 +370,7 @@ def _add_eval_commands(sub) -> None:
     common(p)
     sampling(p)
     p.add_argument("--views", default="4x3", help="CLIPSxCROPS test views per video (default 4x3)")
-    p.add_argument("--batch-size", type=_positive_int, default=1,
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1,
                    help="videos per forward (all their views at once; default 1)")
     p.add_argument("--head", type=int, default=None, help="head index (default: nearest budget)")
     p.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
@@ -360,10 +401,17 @@ def _add_eval_commands(sub) -> None:
     p = _add(sub, "predict", "classify videos: top-k class names with probabilities",
              "fluxvit predict clip.mp4 --checkpoint runs/demo/flux.safetensors --budget 128 --show-tokens t.png",
              cmd_predict)
-    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("videos", nargs="+", help="video files, or folders (searched recursively by --extensions)")
     common(p, with_data=False)
     sampling(p)
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video (default 1x1)")
+    p.add_argument("--out", default=None, help="also write one row per video (errors too) to this .csv or .jsonl, "
+                   "as the results come; an existing file is never overwritten")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=4, help="videos per forward (default 4)")
+    p.add_argument("--workers", type=_int_at_least(0), default=None,
+                   help="decoding processes, working while the model runs (default: 1 for 4 videos or more, else 0)")
+    p.add_argument("--extensions", default=",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS),
+                   help="file extensions taken from folders (default: common video containers)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per video")
     p.add_argument("--show-tokens", default=None, help="PNG of the kept (bright) and dropped (dim) tokens")

@@ -209,3 +209,44 @@ def test_decode_once_search_scores_equal_grid_by_grid_evaluation(setup, tmp_path
             alone = evaluate(model, ann, g, views, per_video=True,
                              indices=rows + ([8] if not on_subset else []))
             assert together[g].correct == alone.per_video, g
+
+
+def test_predict_a_folder_in_batches_to_a_results_file(setup, tmp_path, capsys):
+    """A folder (searched recursively) and a broken file: one row each, in input order, errors as
+    rows with the reason; batches and decoding workers change no probability; an existing
+    results file is never overwritten."""
+    import csv
+
+    _, data, ckpt = setup
+    folder = data.val_csv.parent / "val"
+    videos = sorted(folder.rglob("*.mp4"))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 20)
+    rows = {}
+    for name, extra in {"one": ["--batch-size", "1", "--workers", "0"],
+                        "batched": ["--batch-size", "3", "--workers", "1"]}.items():
+        out = tmp_path / f"{name}.jsonl"
+        code = cli(["predict", str(folder), str(broken), "--checkpoint", str(ckpt), "--budget", "20", "--json",
+                    "--out", str(out), *extra])
+        assert code == 2  # the broken file
+        captured = capsys.readouterr()
+        assert "broken.mp4: not a readable video" in captured.err
+        assert len(_json_lines(captured.out)) == len(videos)
+        rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["video"] for r in rows["one"]] == [str(v) for v in videos] + [str(broken)]
+    assert "error" in rows["one"][-1] and "not a readable video" in rows["one"][-1]["error"]
+    for a, b in zip(rows["one"][:-1], rows["batched"][:-1]):
+        assert a["video"] == b["video"] and [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
+        assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"])) < 1e-4
+    table = tmp_path / "p.csv"
+    assert cli(["predict", str(videos[0]), str(broken), "--checkpoint", str(ckpt), "--out", str(table)]) == 2
+    parsed = list(csv.DictReader(table.open()))
+    assert [r["video"] for r in parsed] == [str(videos[0]), str(broken)]
+    assert parsed[0]["label"] in CLASSES and 0 < float(parsed[0]["prob"]) <= 1 and parsed[0]["error"] == ""
+    assert parsed[1]["error"].startswith(str(broken)) and parsed[1]["label"] == ""
+    before = table.read_bytes()
+    assert cli(["predict", str(videos[0]), "--checkpoint", str(ckpt), "--out", str(table)]) == 2
+    assert "exists; choose a new name" in capsys.readouterr().err and table.read_bytes() == before
+    assert cli(["predict", str(videos[0]), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.txt")]) == 2
+    assert ".csv or .jsonl" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*.part"))

@@ -144,6 +144,7 @@ class ClipBatch:
     label: torch.Tensor
     index: torch.Tensor
     broken: tuple[str, ...] = ()
+    broken_index: tuple[int, ...] = ()  # the dataset index of each broken clip, in ``broken``'s order
 
     def __len__(self) -> int:
         return int(self.label.numel())
@@ -159,21 +160,23 @@ class ClipBatch:
     def pin_memory(self) -> ClipBatch:
         """For ``DataLoader(pin_memory=True)``."""
         video = self.video.pin_memory() if self.video is not None else None
-        return ClipBatch(video, self.label.pin_memory(), self.index.pin_memory(), self.broken)
+        return ClipBatch(video, self.label.pin_memory(), self.index.pin_memory(), self.broken, self.broken_index)
 
 
 def collate_clips(items: Sequence[Sample | BrokenClip]) -> ClipBatch:
     """Stack :class:`Sample` items into a :class:`ClipBatch`, dropping and recording broken ones."""
     good = [s for s in items if isinstance(s, Sample)]
-    broken = tuple(b.message for b in items if isinstance(b, BrokenClip))
+    bad = [b for b in items if isinstance(b, BrokenClip)]
+    broken, broken_index = tuple(b.message for b in bad), tuple(b.index for b in bad)
     if not good:
         empty = torch.empty(0, dtype=torch.long)
-        return ClipBatch(None, empty, empty.clone(), broken)
+        return ClipBatch(None, empty, empty.clone(), broken, broken_index)
     return ClipBatch(
         torch.stack([s.video for s in good]),
         torch.tensor([s.label for s in good], dtype=torch.long),
         torch.tensor([s.index for s in good], dtype=torch.long),
         broken,
+        broken_index,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +81,106 @@ def show_tokens(
     mosaic = token_mosaic(np.ascontiguousarray(frames), None if kept is None else kept[0], model.patch_size)
     scale = max(1, 224 // frames.shape[1])  # small clips are drawn larger, pixel-exact
     return save_png(mosaic.repeat(scale, 0).repeat(scale, 1), out)
+
+
+# ----------------------------------------------------------------------------- many videos
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+
+
+def expand_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Files as given (any name; a missing one stays, to be reported as an error row) and the
+    videos under each folder, recursively, by extension (case-insensitive), sorted. A folder
+    with no such file stays too, to be reported ("not a regular file")."""
+    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and not p.is_dir()) \
+            if path.is_dir() else []
+        out += found or [path]
+    return out
+
+
+@dataclass
+class PredictionError:
+    """A video that could not be classified, and why (one line)."""
+
+    path: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"video": self.path, "error": self.error}
+
+
+def predict_videos(
+    model, paths: Sequence[str | os.PathLike], grid: Grid, views: Views = Views(), topk: int = 5,
+    batch_size: int = 4, workers: int = 0, selector: str = "group_dynamic", placement: Placement = Placement(),
+) -> Iterator[Prediction | PredictionError]:
+    """Classify many videos, in input order, one result each: videos are decoded in ``workers``
+    DataLoader processes while the model runs ``batch_size`` videos (all their views) per
+    forward; a broken video yields a :class:`PredictionError` instead of stopping the run.
+    Results are yielded as they are ready, so memory stays flat in the number of videos."""
+    from torch.utils.data import DataLoader
+
+    from fluxvit.data.annotations import VideoRecord
+    from fluxvit.data.datasets import SkipBroken, VideoViewDataset, collate_clips
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return
+    records = [VideoRecord(p, 0, f"input {i + 1}") for i, p in enumerate(paths)]
+    dataset = SkipBroken(VideoViewDataset(records, grid.with_budget(None), num_clips=views.clips,
+                                          transform=EvalTransform(num_crops=views.crops)))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers,
+                        prefetch_factor=2 if workers else None)
+    budget = grid.num_tokens(model.patch_size) if grid.budget else None
+    names = model.class_names
+    k = min(topk, model.num_classes)
+    shape = f"{grid.frames}x{grid.height}x{grid.width}"
+    model.to(placement.device).eval()
+    for batch in loader:
+        ready: dict[int, Prediction | PredictionError] = {
+            i: PredictionError(str(paths[i]), message) for i, message in zip(batch.broken_index, batch.broken)}
+        if len(batch):
+            b, v = batch.video.shape[:2]
+            with torch.no_grad(), placement.autocast():
+                logits = model(batch.video.flatten(0, 1).to(placement.device), num_tokens=budget, selector=selector)
+            probs = logits.float().softmax(-1).unflatten(0, (b, v)).mean(1).cpu()  # (B, K)
+            values, ids = probs.topk(k, dim=-1)
+            for row, i in enumerate(batch.index.tolist()):
+                pairs = zip(values[row].tolist(), ids[row].tolist())
+                top = [((names[c] if names else str(c)), float(p)) for p, c in pairs]
+                tokens = budget or grid.num_patches(model.patch_size)
+                ready[i] = Prediction(str(paths[i]), top, shape, tokens, placement)
+        yield from (ready[i] for i in sorted(ready))
+
+
+PREDICTION_FORMATS = (".csv", ".jsonl")
+
+
+class PredictionWriter:
+    """Writes results to an open text file as they come: ``.csv`` one row a video (the top class
+    and probability, the top-k as ``name:prob;...``, the grid, tokens, device, dtype, or the
+    error), ``.jsonl`` one JSON object a line. Flushed after every row."""
+
+    COLUMNS = ("video", "label", "prob", "top", "grid", "tokens", "device", "dtype", "error")
+
+    def __init__(self, file, kind: str) -> None:
+        import csv
+
+        self.file, self.kind = file, kind
+        self._csv = csv.writer(file) if kind == ".csv" else None
+        if self._csv is not None:
+            self._csv.writerow(self.COLUMNS)
+
+    def write(self, result: Prediction | PredictionError) -> None:
+        if self._csv is None:
+            self.file.write(json.dumps(result.to_dict()) + "\n")
+        elif isinstance(result, PredictionError):
+            self._csv.writerow([result.path, "", "", "", "", "", "", "", result.error])
+        else:
+            label, prob = result.top[0]
+            top = ";".join(f"{name}:{p:.5f}" for name, p in result.top)
+            self._csv.writerow([result.path, label, f"{prob:.5f}", top, result.grid, result.budget,
+                                *result.placement.to_dict().values(), ""])
+        self.file.flush()
