@@ -140,10 +140,13 @@ def _load_model(path: str):
 
 
 def _placement(args: argparse.Namespace):
-    """--device and --dtype as a Placement (``auto`` decided here, once)."""
+    """--device and --dtype as a Placement (``auto`` decided here, once); under ``torchrun``
+    this joins the job's process group first, and each rank takes its own GPU."""
+    from fluxvit import distributed
     from fluxvit.placement import Placement
 
-    placement = Placement.resolve(args.device, args.dtype)
+    info = distributed.setup(args.device)
+    placement = Placement(info.device, Placement.resolve(str(info.device), args.dtype).dtype)
     logging.getLogger("fluxvit").debug("running on %s", placement)
     return placement
 
@@ -197,6 +200,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.save_features:
         features = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers,
                                     placement=placement, batch_size=args.batch_size)
+    from fluxvit import distributed
+
+    if not distributed.current().is_main:
+        return 0  # under torchrun every rank has the same numbers; rank 0 reports them
     if args.json:
         print(json.dumps(res.to_dict() | ({"features": str(features)} if features else {})))
     else:
@@ -229,6 +236,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
         workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args),
     )
+    from fluxvit import distributed
+
+    if not distributed.current().is_main:
+        return 0
     print(report.table)
     print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
     return 0

@@ -250,3 +250,45 @@ def test_predict_a_folder_in_batches_to_a_results_file(setup, tmp_path, capsys):
     assert cli(["predict", str(videos[0]), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.txt")]) == 2
     assert ".csv or .jsonl" in capsys.readouterr().err
     assert not list(tmp_path.glob(".*.part"))
+
+
+@pytest.mark.slow
+def test_torchrun_eval_and_optimize_give_the_one_process_numbers(setup, tmp_path, capsys):
+    """``torchrun --nproc_per_node=2`` (gloo): the videos are split across the ranks and their
+    outcomes gathered, so accuracy, per-class results and Token Optimization's choices are those
+    of one process; only rank 0 prints and writes."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not installed")
+    _, data, ckpt = setup
+    eval_args = ["eval", "--checkpoint", str(ckpt), "--data", str(data.val_csv), "--budget", "20",
+                 "--views", "2x1", "--json", "--per-class", "--device", "cpu", "--dtype", "fp32"]
+    assert cli(eval_args) == 0
+    (alone,) = _json_lines(capsys.readouterr().out)
+    one_ckpt, two_ckpt = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    for copy in (one_ckpt, two_ckpt):
+        shutil.copy(ckpt, copy)
+    opt = ["optimize", "--data", str(data.val_csv), "--budgets", "16,32", "--frames", "2,4,8",
+           "--sizes", "28,56", "--device", "cpu", "--dtype", "fp32"]
+    assert cli([*opt, "--checkpoint", str(one_ckpt), "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+
+    def run2(*args):
+        proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fluxvit", *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    (both,) = _json_lines(run2(*eval_args))  # one JSON line: rank 0 alone prints
+    for key in ("top1", "top5", "videos", "views", "broken", "per_class"):
+        assert both[key] == alone[key], key
+    run2(*opt, "--checkpoint", str(two_ckpt), "--out", str(tmp_path / "two"))
+    one = fluxvit.load_checkpoint(one_ckpt).checkpoint_meta["token_optimization"]
+    two = fluxvit.load_checkpoint(two_ckpt).checkpoint_meta["token_optimization"]
+    assert one == two and set(one) == {"16", "32"}
+    assert (tmp_path / "two" / "report.md").is_file()

@@ -175,8 +175,8 @@ class _BrokenFirst(TensorClipSource):
 
 
 def test_validation_skips_and_counts_broken_clips():
+    from fluxvit.distributed import DistInfo
     from fluxvit.flux.grid import Grid
-    from fluxvit.train.distributed import DistInfo
     from fluxvit.train.validation import validate
 
     source = _BrokenFirst(*_parts(toy_source(2, 0)))

@@ -32,6 +32,19 @@ class ViewAccumulator:
     def __len__(self) -> int:
         return len(self._labels)
 
+    def state(self) -> tuple[dict, dict, dict]:
+        """Plain dicts (picklable: for gathering across ranks)."""
+        return dict(self._probs), dict(self._views), dict(self._labels)
+
+    def merge(self, state: tuple[dict, dict, dict]) -> None:
+        """Add another accumulator's :meth:`state` (its videos' views) to this one."""
+        probs, views, labels = state
+        for vid, p in probs.items():
+            self._probs[vid] = self._probs[vid] + p
+        for vid, n in views.items():
+            self._views[vid] += n
+        self._labels.update(labels)
+
     def video_probs(self) -> tuple[list, torch.Tensor, torch.Tensor]:
         """(video ids, probs (V, K) averaged over views, labels (V,))."""
         ids = sorted(self._labels, key=str)

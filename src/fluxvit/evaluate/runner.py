@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from fluxvit import distributed
 from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, read_annotations
 from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips
@@ -164,9 +165,18 @@ def evaluate(
     grid.check_patch(model.patch_size)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     acc = ViewAccumulator(model.num_classes)
-    loader = view_loader(annotations, grid, views, workers, indices, batch_size)
+    job = distributed.current()  # under torchrun: this rank's share of the videos, then everyone's
+    rows = distributed.shard(list(indices) if indices is not None else list(range(len(annotations))), job)
+    loader = view_loader(annotations, grid, views, workers, rows, batch_size)
     stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
                       placement, progress=progress, desc=f"eval {grid}", selector=selector)
+    if job.distributed:
+        parts = distributed.gather_objects((acc.state(), stats.views, stats.seconds, stats.broken), job)
+        acc, stats = ViewAccumulator(model.num_classes), RunStats()
+        for state, views_seen, seconds, broken in parts:
+            acc.merge(state)
+            stats.views, stats.seconds, stats.broken = stats.views + views_seen, stats.seconds + seconds, \
+                stats.broken + broken
     flops = model.estimate_flops(grid)
     return EvalResult(
         **acc.result(per_class=per_class, per_video=per_video),
@@ -230,7 +240,9 @@ def token_optimization_scorer(
     def score_many(grids: Sequence[Grid], on_subset: bool) -> dict[Grid, Score]:
         for g in grids:
             g.num_tokens(model.patch_size)  # checks the patch size and the budget, before any decoding
-        data = UnionFrames(annotations, [g.frames for g in grids], views.clips, picked if on_subset else None)
+        job = distributed.current()  # under torchrun: this rank's share of the videos, then everyone's
+        rows = distributed.shard(picked if on_subset else list(range(len(annotations))), job)
+        data = UnionFrames(annotations, [g.frames for g in grids], views.clips, rows)
         loader = DataLoader(SkipBroken(data), batch_size=None, num_workers=workers)
         accumulators = {g: ViewAccumulator(model.num_classes) for g in grids}
         model.to(device).eval()
@@ -249,7 +261,12 @@ def token_optimization_scorer(
                     with placement.autocast():
                         logits = model(video, num_tokens=g.budget, selector=selector)
                     accumulators[g].add(logits.float().cpu(), torch.full((video.shape[0],), label), [row] * len(video))
-        return {g: Score(acc.result(per_video=True)["per_video"]) for g, acc in accumulators.items()}
+        outcomes = {g: acc.result(per_video=True)["per_video"] for g, acc in accumulators.items()}
+        merged = {g: {} for g in grids}
+        for part in distributed.gather_objects(outcomes, job):
+            for g in grids:
+                merged[g].update(part[g])
+        return {g: Score(merged[g]) for g in grids}
 
     return score_many
 
@@ -277,8 +294,19 @@ def extract_features(
             counts[vid] = counts.get(vid, 0) + 1
             labels[vid] = label
 
-    loader = view_loader(annotations, grid, views, workers, batch_size=batch_size)
+    job = distributed.current()  # under torchrun: each rank its share, rank 0 writes everyone's
+    loader = view_loader(annotations, grid, views, workers, distributed.shard(list(range(len(annotations))), job),
+                         batch_size)
     stats = run_views(model, loader, budget, None, keep, placement, progress=progress, desc="features")
+    broken = list(stats.broken)
+    if job.distributed:
+        parts = distributed.gather_objects((sums, counts, labels, stats.broken), job)
+        sums, counts, labels, broken = {}, {}, {}, []
+        for part_sums, part_counts, part_labels, part_broken in parts:  # ranks hold disjoint videos
+            sums.update(part_sums)
+            counts.update(part_counts)
+            labels.update(part_labels)
+            broken += part_broken
     order = sorted(sums)
     if not order:
         raise ConfigError(f"{csv}: no video could be read, no features written")
@@ -288,7 +316,8 @@ def extract_features(
         "index": torch.tensor(order),
     }
     out = Path(out)
-    with atomic_write(out) as tmp:
-        save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(stats.broken),
-                                               **placement.to_dict()})
+    if job.is_main:
+        with atomic_write(out) as tmp:
+            save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(broken),
+                                                   **placement.to_dict()})
     return out

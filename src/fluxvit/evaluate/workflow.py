@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fluxvit import distributed
 from fluxvit.atomic import write_text
 from fluxvit.data.annotations import Annotations
 from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
@@ -89,8 +90,10 @@ def token_optimization_report(
     rows = [compare_budget(model, b, choices[b], {name: (g, scores[g]) for name, g in plain[b].items()})
             for b in budgets]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, COLUMNS)
+    if not distributed.current().is_main:  # under torchrun every rank searched; rank 0 writes
+        return TOReport(rows, choices, table, out / "report.md", out / "token_optimization.png", None)
+    out.mkdir(parents=True, exist_ok=True)
     series = {METHODS[m]: [(r.get(f"{m}_gflops", r["gflops"]), r.get(m)) for r in rows] for m in METHODS}
     plot = plot_accuracy_vs_gflops(series, out / "token_optimization.png",
                                    title=f"{model.name}: accuracy vs compute ({annotations.csv.name})")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from fluxvit import distributed
 from fluxvit.data.batches import BatchPlan, batch_loader, seeded
 from fluxvit.data.datasets import BrokenClips
 from fluxvit.data.sources import ClipSource, csv_sources, synthetic_source
@@ -29,7 +30,7 @@ from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
 from fluxvit.models.fluxvit import FluxViT
 from fluxvit.models.registry import create_model
-from fluxvit.train import checkpointing, distributed
+from fluxvit.train import checkpointing
 from fluxvit.train.config import TrainConfig, config_from_dict, load_config, save_config
 from fluxvit.train.ema import ModelEma
 from fluxvit.train.metrics import MetricsWriter

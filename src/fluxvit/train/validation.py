@@ -9,10 +9,10 @@ import torch.distributed as dist
 
 from fluxvit.data.datasets import BrokenClips
 from fluxvit.data.sources import ClipSource
+from fluxvit.distributed import DistInfo
 from fluxvit.errors import VideoError
 from fluxvit.flux.grid import Grid
 from fluxvit.models.fluxvit import FluxViT
-from fluxvit.train.distributed import DistInfo
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Process-group setup for ``torchrun`` (DDP: gloo on CPU, nccl on CUDA) and rank helpers."""
+"""Process-group setup for ``torchrun`` (gloo on CPU, nccl on CUDA) and rank helpers, for
+training (DDP) and for evaluation and Token Optimization (videos sharded across ranks, their
+outcomes gathered)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from fluxvit.placement import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +34,6 @@ class DistInfo:
         return self.world > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's GPU when CUDA is available, else the CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
-
-
 def setup(device_name: str = "auto") -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment (if any)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -52,6 +46,13 @@ def setup(device_name: str = "auto") -> DistInfo:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         log.debug("rank %d/%d joined (%s)", rank, world, device)
     return DistInfo(rank, world, local_rank, device)
+
+
+def current() -> DistInfo:
+    """The job this process belongs to (a lone process when no process group is set up)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def teardown(info: DistInfo) -> None:
@@ -81,3 +82,17 @@ def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+def shard(items: list, info: DistInfo) -> list:
+    """This rank's share of ``items``: every ``world``-th one from position ``rank``."""
+    return items[info.rank::info.world] if info.distributed else items
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not info.distributed:
+        return [obj]
+    out: list = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
