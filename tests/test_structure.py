@@ -90,3 +90,14 @@ def test_optimize_defaults_are_the_librarys():
     assert tuple(int(v) for v in defaults["frames"].split(",")) == space.frames
     assert tuple(int(v) for v in defaults["sizes"].split(",")) == space.sizes
     assert defaults["max_factor"] == space.max_factor
+
+
+def test_help_needs_no_torch():
+    """``fluxvit --help`` and every command's --help answer without importing torch (seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fluxvit.cli import build_parser\nbuild_parser()\nimport fluxvit\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -145,6 +145,10 @@ def _placement(args: argparse.Namespace):
     from fluxvit import distributed
     from fluxvit.placement import Placement
 
+    if getattr(args, "selector", None) is not None:
+        from fluxvit.flux.selectors import get_selector
+
+        get_selector(args.selector)  # an unknown name is one line before any work
     info = distributed.setup(args.device)
     placement = Placement(info.device, Placement.resolve(str(info.device), args.dtype).dtype)
     logging.getLogger("fluxvit").debug("running on %s", placement)
@@ -341,10 +345,9 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def _add_placement(p) -> None:
-    from fluxvit.placement import DTYPE_CHOICES
-
+    # Values are checked when the command runs (fluxvit.placement), so that --help needs no torch.
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+    p.add_argument("--dtype", default="auto",
                    help="precision: auto (bf16 where this hardware's bf16 matrix math is measured faster, "
                         "else fp32), fp32, bf16, fp16 (CUDA only); default auto")
 
@@ -354,9 +357,8 @@ def _join(values) -> str:
 
 
 def _add_eval_commands(sub) -> None:
-    from fluxvit.evaluate.predict import VIDEO_EXTENSIONS
+    from fluxvit.data.annotations import VIDEO_EXTENSIONS
     from fluxvit.evaluate.token_optimization import SearchSpace
-    from fluxvit.flux.selectors import SELECTORS
 
     def common(p, with_data: bool = True) -> None:
         p.add_argument("--checkpoint", required=True, help="a fluxvit checkpoint (.safetensors or directory)")
@@ -371,9 +373,10 @@ def _add_eval_commands(sub) -> None:
         p.add_argument("--latency-ms", type=float, default=None,
                        help="instead of --budget: the largest budget whose forward fits this many ms here")
         p.add_argument("--grid", default=None, help="sampling grid TxR (default: TO's choice, else the model's)")
-        p.add_argument("--selector", default="group_dynamic", choices=sorted(SELECTORS),
+        p.add_argument("--selector", default="group_dynamic",
                        help="token selector (default group_dynamic: exactly --budget tokens; group_dynamic_release: "
-                            "the release's per-group counts, a few fewer on some grids, to compare with the release)")
+                            "the release's per-group counts, a few fewer on some grids, to compare with the release; "
+                            "also random, uniform, static_drop)")
 
     p = _add(sub, "eval", "multi-view accuracy (top-1/top-5) of a checkpoint at a token budget",
              "fluxvit eval --checkpoint runs/demo/flux.safetensors --data val.csv --budget 128 --views 2x1",

@@ -21,6 +21,8 @@ from fluxvit.errors import AnnotationError
 log = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.txt"
+# what counts as a video when a folder is searched (``fluxvit predict DIR``)
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fluxvit.data.annotations import VIDEO_EXTENSIONS
 from fluxvit.data.sampling import SegmentSampler
 from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from fluxvit.data.video import PyAVReader, VideoReader
@@ -84,9 +85,6 @@ def show_tokens(
 
 
 # ----------------------------------------------------------------------------- many videos
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
-
-
 def expand_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
     """Files as given (any name; a missing one stays, to be reported as an error row) and the
     videos under each folder, recursively, by extension (case-insensitive), sorted. A folder
