@@ -37,13 +37,15 @@ from fluxvit.evaluate.runner import Views, evaluate, token_optimization_scorer  
 from fluxvit.evaluate.speed import forward_speed  # noqa: E402
 from fluxvit.evaluate.token_optimization import Score, SearchSpace, search_budgets  # noqa: E402
 from fluxvit.flux.grid import Grid  # noqa: E402
-from fluxvit.placement import auto_dtype, dtype_name  # noqa: E402
+from fluxvit.placement import auto_dtype, dtype_name, measured_matmul_speeds  # noqa: E402
 from fluxvit.runtime import tune_cpu_allocator  # noqa: E402
 
 
 def precision_rows(quick: bool) -> dict:
-    fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    emulated = bf16 < 0.25 * fp32
+    small = measured_matmul_speeds(torch.device("cpu"))  # 256^3: cheap even where bf16 is emulated
+    emulated = small["bf16"] < 0.25 * small["fp32"]
+    fp32 = matmul_gflops(torch.float32)
+    bf16 = matmul_gflops(torch.bfloat16) if not emulated else small["bf16"]
     rows = []
     for name, grid in (("fluxvit_nano_patch14", Grid(16, 112)), ("fluxvit_small_patch14", Grid(8, 224))):
         model = fluxvit.create_model(name).eval()
@@ -59,7 +61,8 @@ def precision_rows(quick: bool) -> dict:
                 rows.append(row)
                 print(row, flush=True)
     return {"fp32_matmul_gflops": round(fp32, 1), "bf16_matmul_gflops": round(bf16, 1),
-            "bf16_emulated": emulated, "auto_chooses": dtype_name(auto_dtype(torch.device("cpu"))), "rows": rows}
+            "matmul_256_gflops": small, "bf16_emulated": emulated,
+            "auto_chooses": dtype_name(auto_dtype(torch.device("cpu"))), "rows": rows}
 
 
 def _rate(run, *args) -> float:
@@ -75,7 +78,7 @@ def _sequential(model, paths, grid) -> None:
 
 
 def _pipelined(model, paths, grid) -> None:
-    for _ in predict_videos(model, paths, grid, batch_size=4, workers=1):
+    for _ in predict_videos(model, paths, grid, batch_size=4, workers=2):
         pass
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -276,7 +277,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     placement = _placement(args)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
     views = Views.parse(args.views)
-    workers = args.workers if args.workers is not None else (1 if len(paths) >= 4 else 0)
+    # Two decoding processes by default for a batch of videos: on 2 cores, 640x360 10 s clips went
+    # from 2.7 to 4.2 videos/s (one worker: 2.6, decoding-bound); a few videos pay no start-up.
+    workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if len(paths) >= 4 else 0)
     failed = 0
     with contextlib.ExitStack() as stack:
         writer = None
@@ -423,7 +426,7 @@ def _add_eval_commands(sub) -> None:
                    "as the results come; an existing file is never overwritten")
     p.add_argument("--batch-size", type=_int_at_least(1), default=4, help="videos per forward (default 4)")
     p.add_argument("--workers", type=_int_at_least(0), default=None,
-                   help="decoding processes, working while the model runs (default: 1 for 4 videos or more, else 0)")
+                   help="decoding processes, working while the model runs (default: 2 for 4 videos or more, else 0)")
     p.add_argument("--extensions", default=",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS),
                    help="file extensions taken from folders (default: common video containers)")
     p.add_argument("--topk", type=int, default=5)
