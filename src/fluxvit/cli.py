@@ -581,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fluxvit {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # leave a torchrun job's process group cleanly
+            from fluxvit import distributed
+
+            distributed.teardown(distributed.current())
 
 
 if __name__ == "__main__":
