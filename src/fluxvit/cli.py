@@ -156,8 +156,8 @@ def _placement(args: argparse.Namespace):
     return placement
 
 
-def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None = None,
-                 placement=None):
+def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None,
+                 placement):
     """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
     model's default grid; --latency-ms picks the largest budget that fits this machine."""
     from fluxvit.evaluate.runner import sampling_grid

@@ -292,3 +292,16 @@ def test_torchrun_eval_and_optimize_give_the_one_process_numbers(setup, tmp_path
     two = fluxvit.load_checkpoint(two_ckpt).checkpoint_meta["token_optimization"]
     assert one == two and set(one) == {"16", "32"}
     assert (tmp_path / "two" / "report.md").is_file()
+
+
+def test_predict_at_a_latency_target(setup, tmp_path, capsys, monkeypatch):
+    """--latency-ms picks the largest budget whose forward fits on this device and precision."""
+    monkeypatch.setenv("FLUXVIT_CACHE", str(tmp_path))
+    _, data, ckpt = setup
+    video = str(data.val_csv.parent / data.val_csv.read_text().split()[0])
+    assert cli(["predict", video, "--checkpoint", str(ckpt), "--latency-ms", "100000", "--json",
+                "--device", "cpu", "--dtype", "fp32"]) == 0
+    (pred,) = _json_lines(capsys.readouterr().out)
+    assert pred["tokens"] == 4 * 16 and pred["dtype"] == "fp32"  # the whole 4x56 grid fits
+    assert cli(["predict", video, "--checkpoint", str(ckpt), "--latency-ms", "0.000001"]) == 2
+    assert "no token budget fits 1e-06 ms on cpu" in capsys.readouterr().err
