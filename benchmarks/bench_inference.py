@@ -37,15 +37,16 @@ from fluxvit.evaluate.runner import Views, evaluate, token_optimization_scorer  
 from fluxvit.evaluate.speed import forward_speed  # noqa: E402
 from fluxvit.evaluate.token_optimization import Score, SearchSpace, search_budgets  # noqa: E402
 from fluxvit.flux.grid import Grid  # noqa: E402
-from fluxvit.placement import auto_dtype, dtype_name, measured_matmul_speeds  # noqa: E402
+from fluxvit.placement import auto_dtype, bf16_is_emulated, dtype_name, measured_matmul_speeds  # noqa: E402
 from fluxvit.runtime import tune_cpu_allocator  # noqa: E402
 
 
 def precision_rows(quick: bool) -> dict:
-    small = measured_matmul_speeds(torch.device("cpu"))  # 256^3: cheap even where bf16 is emulated
-    emulated = small["bf16"] < 0.25 * small["fp32"]
+    cpu = torch.device("cpu")
+    small = measured_matmul_speeds(cpu)  # 256^3: cheap even where bf16 is emulated
+    emulated = bf16_is_emulated(cpu)
     fp32 = matmul_gflops(torch.float32)
-    bf16 = matmul_gflops(torch.bfloat16) if not emulated else small["bf16"]
+    bf16 = small["bf16"] if emulated else matmul_gflops(torch.bfloat16)
     rows = []
     for name, grid in (("fluxvit_nano_patch14", Grid(16, 112)), ("fluxvit_small_patch14", Grid(8, 224))):
         model = fluxvit.create_model(name).eval()

@@ -85,3 +85,11 @@ def test_cuda_placement_runs_the_model():
     with torch.no_grad(), p.autocast():
         out = model(torch.randn(2, 3, 4, 56, 56, device=p.device), num_tokens=40)
     assert out.shape == (2, 5) and torch.isfinite(out.float()).all()
+
+
+def test_bf16_is_emulated_where_it_is_four_times_slower(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUXVIT_CACHE", str(tmp_path))
+    cpu = torch.device("cpu")
+    for fp32, bf16, emulated in ((107.0, 1.3, True), (310.0, 170.0, False), (400.0, 99.0, True)):
+        (tmp_path / "precision.json").write_text(json.dumps({placement.device_key(cpu): {"fp32": fp32, "bf16": bf16}}))
+        assert placement.bf16_is_emulated(cpu) is emulated

@@ -109,6 +109,15 @@ def measured_matmul_speeds(device: torch.device) -> dict:
     return entry
 
 
+def bf16_is_emulated(device: torch.device) -> bool:
+    """True where bf16 matmuls run below a quarter of fp32 speed (no bf16 hardware: a bf16
+    forward of FluxViT-S would take minutes; benchmarks skip it there)."""
+    if device.type == "cuda":
+        return False
+    speeds = measured_matmul_speeds(device)
+    return speeds["bf16"] < 0.25 * speeds["fp32"]
+
+
 def auto_dtype(device: torch.device) -> torch.dtype:
     """The fastest precision that keeps accuracy on ``device`` (module docstring)."""
     if device.type == "cuda":

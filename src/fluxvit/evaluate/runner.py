@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader, Subset
 from fluxvit import distributed
 from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, read_annotations
-from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips
+from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips, records_of
+from fluxvit.data.sampling import SegmentSampler
 from fluxvit.data.transforms import EvalTransform
+from fluxvit.data.video import PyAVReader
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.metrics import ViewAccumulator
 from fluxvit.evaluate.token_optimization import Score, ScoreManyFn, stored_grid
@@ -200,10 +202,6 @@ class UnionFrames(torch.utils.data.Dataset):
 
     def __init__(self, annotations: Annotations, frame_counts: Sequence[int], num_clips: int,
                  indices: Sequence[int] | None = None, reader=None) -> None:
-        from fluxvit.data.datasets import records_of
-        from fluxvit.data.sampling import SegmentSampler
-        from fluxvit.data.video import PyAVReader
-
         self.records = records_of(annotations)
         self.rows = list(indices) if indices is not None else list(range(len(self.records)))
         self.frame_counts, self.num_clips = sorted(set(frame_counts)), num_clips
