@@ -140,9 +140,10 @@ def _load_model(path: str):
     return load_checkpoint(path)
 
 
-def _placement(args: argparse.Namespace):
-    """--device and --dtype as a Placement (``auto`` decided here, once); under ``torchrun``
-    this joins the job's process group first, and each rank takes its own GPU."""
+def _placement(args: argparse.Namespace, sharded: bool = False):
+    """--device and --dtype as a Placement (``auto`` decided here, once). ``sharded`` commands
+    (eval, optimize: they split the videos across ranks) join the ``torchrun`` job's process
+    group first, each rank on its own GPU; the others run as one process."""
     from fluxvit import distributed
     from fluxvit.placement import Placement
 
@@ -150,8 +151,11 @@ def _placement(args: argparse.Namespace):
         from fluxvit.flux.selectors import get_selector
 
         get_selector(args.selector)  # an unknown name is one line before any work
-    info = distributed.setup(args.device)
-    placement = Placement(info.device, Placement.resolve(str(info.device), args.dtype).dtype)
+    if sharded:
+        info = distributed.setup(args.device)
+        placement = Placement(info.device, Placement.resolve(str(info.device), args.dtype).dtype)
+    else:
+        placement = Placement.resolve(args.device, args.dtype)
     logging.getLogger("fluxvit").debug("running on %s", placement)
     return placement
 
@@ -191,7 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fluxvit.evaluate.runner import Views, evaluate, extract_features
 
     model = _load_model(args.checkpoint)
-    placement = _placement(args)
+    placement = _placement(args, sharded=True)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
     views = Views.parse(args.views)
     ann = read_annotations(args.data, args.data_root)
@@ -239,7 +243,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     report = token_optimization_report(
         model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
-        workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args),
+        workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args, sharded=True),
     )
     from fluxvit import distributed
 
