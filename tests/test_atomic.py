@@ -76,3 +76,66 @@ def test_a_failing_write_leaves_nothing_behind(tmp_path, monkeypatch, index):
         write()
     assert target.read_bytes() == before, name  # the finished file is untouched
     assert sorted(p.name for p in target.parent.iterdir()) == listing, name  # and no temporary file stays
+
+
+def test_a_full_disk_is_one_error_naming_the_final_file(tmp_path):
+    """The system's error carries the temporary name (or none at all, from torch.save); the user
+    is told the file they asked for, and whether an earlier one survived."""
+    target = tmp_path / "feats.safetensors"
+    with pytest.raises(fluxvit.OutputError) as caught:
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise DiskFull()
+    assert str(caught.value) == f"{target}: could not write (No space left on device); nothing was written"
+    assert ".part" not in str(caught.value) and os.listdir(tmp_path) == []
+    write_text(target, "old")
+    with pytest.raises(fluxvit.OutputError, match="; the earlier file is kept$"):
+        with atomic_write(target) as tmp:
+            raise OSError(errno.EACCES, "Permission denied", str(tmp))  # named the temporary file
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["feats.safetensors"]
+
+
+def test_other_errors_inside_a_write_pass_through(tmp_path):
+    """An OSError about something else (an input the body reads) is not reported as a write error."""
+    with pytest.raises(FileNotFoundError) as caught:
+        with atomic_write(tmp_path / "out.csv"):
+            open(tmp_path / "missing-input.mp4", "rb")
+    assert not isinstance(caught.value, fluxvit.FluxViTError)
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_under_a_file_names_the_output(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(fluxvit.OutputError, match=r"plain/sub/r\.md: could not write \(Not a directory\)"):
+        write_text(tmp_path / "plain" / "sub" / "r.md", "# r\n")
+
+
+def test_a_temporary_folder_left_by_a_writer_is_removed(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_write(tmp_path / "run") as tmp:
+            (tmp / "inner").mkdir(parents=True)
+            raise RuntimeError("crash")
+    assert os.listdir(tmp_path) == []
+
+
+_ADD_ONE_LOCKED = """
+import sys
+from pathlib import Path
+from fluxvit.atomic import locked, write_text
+for _ in range(int(sys.argv[2])):
+    with locked(sys.argv[1]):
+        write_text(sys.argv[1], str(int(Path(sys.argv[1]).read_text()) + 1))
+"""
+
+
+def test_locked_updates_from_several_processes_lose_nothing(tmp_path):
+    """Read-modify-write under the lock from three processes (importing no torch): every
+    increment survives."""
+    import subprocess
+    import sys
+
+    counter = tmp_path / "counter.txt"
+    counter.write_text("0")
+    procs = [subprocess.Popen([sys.executable, "-c", _ADD_ONE_LOCKED, str(counter), "40"]) for _ in range(3)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    assert counter.read_text() == "120"

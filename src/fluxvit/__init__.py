@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, VideoError
+from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, OutputError, VideoError
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ _LAZY = {
     "create_model": "fluxvit.models.registry",
     "list_models": "fluxvit.models.registry",
     "load_checkpoint": "fluxvit.models.registry",
+    "from_pretrained": "fluxvit.models.registry",
     "save_checkpoint": "fluxvit.models.checkpoint",
     "Grid": "fluxvit.flux.grid",
     "FluxGrid": "fluxvit.flux.grid",
@@ -26,7 +27,7 @@ _LAZY = {
     "tune_cpu_allocator": "fluxvit.runtime",
 }
 
-__all__ = [*_LAZY, "FluxViTError", "ConfigError", "CheckpointError", "VideoError"]
+__all__ = [*_LAZY, "FluxViTError", "ConfigError", "CheckpointError", "VideoError", "OutputError"]
 
 
 def __getattr__(name: str):

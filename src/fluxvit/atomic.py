@@ -12,14 +12,30 @@ The temporary name is the final one hidden and marked (``.report.md.part``): a l
 the same file replaces a temporary one a killed process left behind. Writers that would choose a
 format from the name are told it instead (matplotlib, FFmpeg). Its content is flushed to disk (fsync) before the
 rename, and the folder after it, so a power cut leaves either the old file or the new one.
+
+A write that fails for a reason of the file system (a full disk, a file-size limit, a read-only
+folder) raises :class:`~fluxvit.errors.OutputError`, which names the *final* path (never the
+temporary one) and says whether an earlier file there was kept.
+
+:func:`locked` serialises read-modify-write updates of one file between processes (several
+``fluxvit optimize`` runs storing their choices in one checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from fluxvit.errors import FluxViTError, OutputError, reason
+
+# errors of the file system being written, whoever raised them (torch.save and safetensors name
+# no file): a body's other OSErrors (an input it reads) pass through untouched
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def temp_path(path: Path) -> Path:
@@ -42,18 +58,82 @@ def atomic_write(path: str | os.PathLike, durable: bool = True) -> Iterator[Path
     exception propagates. ``durable=False`` skips the fsyncs (still atomic, not power-cut safe:
     for files that are cheap to make again, such as the synthetic benchmark's clips)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        yield tmp
-        if durable:
-            _fsync(tmp)
-        os.replace(tmp, path)
-        if durable:
-            _fsync(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _output_error(path, e) from None
+    try:
+        try:
+            yield tmp
+        except Exception as e:
+            cause = _write_error(e, tmp)
+            if cause is None:
+                raise
+            raise _output_error(path, cause) from None
+        try:
+            if durable:
+                _fsync(tmp)
+            os.replace(tmp, path)
+            if durable:
+                _fsync(path.parent)
+        except OSError as e:
+            raise _output_error(path, e) from None
     finally:
-        if tmp.exists():
+        _remove(tmp)
+
+
+def _write_error(e: Exception, tmp: Path) -> OSError | None:
+    """The OS error behind ``e`` if it is a failure to write ``tmp``: an OSError naming it or
+    of a full or read-only file system, or a library's error wrapping one (safetensors reports
+    ``I/O error: File too large (os error 27)``); None for anything else."""
+    if isinstance(e, FluxViTError):
+        return None
+    if isinstance(e, OSError):
+        named = {os.fspath(f) for f in (e.filename, e.filename2) if f is not None}
+        return e if os.fspath(tmp) in named or e.errno in _WRITE_ERRNOS else None
+    wrapped = re.search(r"\(os error (\d+)\)", str(e))
+    if wrapped and int(wrapped.group(1)) in _WRITE_ERRNOS:
+        code = int(wrapped.group(1))
+        return OSError(code, os.strerror(code))
+    return None
+
+
+def _output_error(path: Path, e: OSError) -> OutputError:
+    kept = "the earlier file is kept" if path.exists() else "nothing was written"
+    return OutputError(f"{path}: could not write ({reason(e)}); {kept}", reason(e))
+
+
+def _remove(tmp: Path) -> None:
+    """Remove a temporary file (or folder a writer made there) without masking the real error."""
+    with contextlib.suppress(OSError):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (through ``.NAME.lock`` beside it) for a read-modify-write
+    update; other processes wait. Advisory (``flock``): every fluxvit writer of such a file takes it;
+    where the platform has no ``flock`` it is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _output_error(path, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

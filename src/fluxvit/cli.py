@@ -5,6 +5,17 @@ One module on purpose (its length is the number of commands, each a parser and a
 
 Every user error (:class:`fluxvit.errors.FluxViTError`, a missing file) ends in one line on
 stderr naming the thing and the problem, and a non-zero exit, with no traceback.
+
+Numbers on the command line, one rule for every option: the argparse types below (:func:`_int`,
+:func:`_float`, :func:`_ints`) read the text strictly - an integer may be written ``1000``,
+``1_000`` or ``1e3`` but not ``2.5``; a number must be finite, never ``nan`` or ``inf`` - and the
+range is checked by the library function that takes the value (``Views``, ``Grid``,
+``SearchSpace``, ``make_synthetic_dataset``, the loaders, the model config), with the caps of
+:mod:`fluxvit.limits` for everything a value makes fluxvit spend, so Python callers meet the same
+line. The few values only the command line interprets (``--head``, ``--refine``) have their range
+checked in the handler, with :func:`fluxvit.typecheck.in_range`. Handlers check what they can
+before loading or allocating anything. argparse's own errors are one line too (:class:`_Parser`),
+and every JSON printed is strict JSON (:func:`_json`).
 """
 
 from __future__ import annotations
@@ -12,14 +23,91 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 
 from fluxvit.errors import ConfigError, FluxViTError
+from fluxvit.typecheck import show
 
 EXIT_USER_ERROR = 2
-MAX_GRID_TOKENS = 2**17  # 8x the largest grid of the paper's recipes (24x364: 16224 tokens)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own refusals (a missing argument, a value that does not parse, an unknown
+    option) end like every other user error: one line, exit 2; the usage is in ``--help``."""
+
+    def error(self, message: str):
+        text = " ".join(str(message).split())  # one line, whatever argparse built
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
+_INT_DIGITS = 18  # an integer option beyond 10**18 is refused as text: no cap reaches it
+
+
+def _int(text: str) -> int:
+    """argparse type: an integer - ``12``, ``-3``, ``1_000``, or ``1e3`` (a whole number in any
+    notation), not ``2.5``, ``nan`` or ``inf``. Its range is the library's to check."""
+    s = str(text).strip()
+    try:
+        value = int(s)
+    except ValueError:
+        value = _whole_number(s, str(text))
+    if abs(value) >= 10**_INT_DIGITS:
+        raise argparse.ArgumentTypeError(f"{show(str(text))} is too large (more than {_INT_DIGITS} digits)")
+    return value
+
+
+def _whole_number(s: str, text: str) -> int:
+    """``s`` in a notation other than int()'s (``1e3``, ``1.0``), if it is a whole number."""
+    try:
+        number = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{show(text)} is not an integer") from None
+    if math.isnan(number) or s.lstrip("+-").lower() in ("inf", "infinity"):
+        raise argparse.ArgumentTypeError(f"{show(text)} is not an integer")
+    if math.isinf(number) or abs(number) >= 10**_INT_DIGITS:
+        raise argparse.ArgumentTypeError(f"{show(text)} is too large (more than {_INT_DIGITS} digits)")
+    if not number.is_integer():
+        raise argparse.ArgumentTypeError(f"{show(text)} is not a whole number")
+    return int(number)
+
+
+def _float(text: str) -> float:
+    """argparse type: a finite number (``0.3``, ``1e-3``); ``nan`` and ``inf`` are refused here.
+    Its range is the library's to check."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{show(str(text))} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {show(str(text))}")
+    return value
+
+
+def _ints(text: str) -> list[int]:
+    """argparse type: comma-separated integers (each read by :func:`_int`), at least one."""
+    items = [v for v in str(text).split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{show(str(text))} names no integer (a comma-separated list: 64,128)")
+    out = []
+    for item in items:
+        try:
+            out.append(_int(item))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{show(str(text))}: {e}") from None
+    return out
+
+
+def _json(obj, **kw) -> str:
+    """Strict JSON (``allow_nan=False``): a result holding NaN or inf is one line of error, never
+    output that a JSON parser rejects."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:
+        raise FluxViTError("the result holds NaN or inf, which is not JSON; nothing printed") from None
 
 
 def _add(sub, name: str, help: str, example: str, handler: Callable[[argparse.Namespace], int]):
@@ -35,16 +123,20 @@ def _add(sub, name: str, help: str, example: str, handler: Callable[[argparse.Na
 
 # ----------------------------------------------------------------------------- flops
 def cmd_flops(args: argparse.Namespace) -> int:
+    import torch
+
     from fluxvit.models import create_model
 
-    model = create_model(args.model, num_classes=args.num_classes)
+    if args.tokens is None and args.grid is None:
+        raise ConfigError("give --tokens N or --grid TxR")
+    with torch.device("meta"):  # counting needs the shapes only: no weights are allocated
+        model = create_model(args.model, num_classes=args.num_classes)
     grid = None
     if args.grid:
         from fluxvit.flux.grid import Grid
 
         grid = Grid.parse(args.grid, budget=args.tokens)
-    if args.tokens is None and grid is None:
-        raise ConfigError("give --tokens N or --grid TxR")
+        grid.check_size(model.patch_size)
     flops = model.estimate_flops(grid if grid is not None else args.tokens)
     row = {
         "model": args.model,
@@ -54,7 +146,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
     }
     if args.json:
-        print(json.dumps(row))
+        print(_json(row))
     else:
         print(f"{row['model']}: {row['tokens']} tokens  {row['gflops']:.1f} GFLOPs (encoder, as the paper "
               f"counts)  {row['gflops_total']:.1f} GFLOPs (whole forward)  {row['params_m']:.1f} M params")
@@ -63,8 +155,10 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
+    from fluxvit.files import refuse_overwriting_input
     from fluxvit.models.registry import convert_checkpoint
 
+    refuse_overwriting_input(args.dst, [args.src, *([args.classes] if args.classes else [])], "dst")
     report = convert_checkpoint(args.src, args.dst, args.model, num_classes=args.num_classes,
                                 classes_file=args.classes)
     print(report)
@@ -97,12 +191,12 @@ def _add_synth(sub) -> None:
     p.add_argument("out", help="output directory (new, or empty; see --force)")
     p.add_argument("--classes", nargs="+", default=None,
                    help="class names (default: the 10 time and detail classes, in the order below)")
-    p.add_argument("--per-class", type=int, default=80, help="clips per class, train + val (default 80)")
-    p.add_argument("--size", type=int, default=112, help="frame height = width in pixels, even (default 112)")
-    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
-    p.add_argument("--val-fraction", type=float, default=0.25, help="share of each class in val.csv (default 0.25)")
-    p.add_argument("--workers", type=int, default=None, help="encoding processes (default: up to 2)")
+    p.add_argument("--per-class", type=_int, default=80, help="clips per class, train + val (default 80)")
+    p.add_argument("--size", type=_int, default=112, help="frame height = width in pixels, even (default 112)")
+    p.add_argument("--frames", type=_int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--seed", type=_int, default=0, help="same seed, same dataset (default 0)")
+    p.add_argument("--val-fraction", type=_float, default=0.25, help="share of each class in val.csv (default 0.25)")
+    p.add_argument("--workers", type=_int, default=None, help="encoding processes (default: up to 2)")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
 
@@ -111,7 +205,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fluxvit.train import load_config, train
 
     cfg = load_config(args.config, args.set or ())
-    result = train(cfg, resume=args.resume if args.resume is not None else False)
+    if args.overwrite and args.resume is not None:
+        raise ConfigError("give --resume or --overwrite, not both")
+    result = train(cfg, resume=args.resume if args.resume is not None else False, overwrite=args.overwrite)
     if result.checkpoint is not None:  # rank 0 (under torchrun the other ranks stay quiet)
         metrics = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in result.metrics.items() if v is not None)
@@ -131,13 +227,45 @@ def _add_train(sub) -> None:
                    help="override a config value, dotted keys (repeatable): --set optim.lr=3e-4")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="continue from the newest checkpoint in OUT_DIR/checkpoints, or from CKPT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT_DIR holds an earlier run: move its files aside to OUT_DIR.old-N and start afresh "
+                        "(without it such a folder is refused; nothing is ever overwritten)")
 
 
 # ----------------------------------------------------------------------------- eval / optimize / predict
-def _load_model(path: str):
-    from fluxvit.models import load_checkpoint
+def _load_model(path: str, predict: argparse.Namespace | None = None):
+    """The checkpoint at ``path``; with ``predict`` (the arguments of predict or eval, the commands
+    that can run one) also an exported model (.onnx/.pt2 from ``fluxvit export``), whose grid,
+    budget and float32 then become the defaults of those arguments (and what it cannot do is
+    refused here, before any video is read)."""
+    from fluxvit.evaluate.exported import is_exported
 
-    return load_checkpoint(path)
+    if not is_exported(path):
+        from fluxvit.models import load_checkpoint
+
+        return load_checkpoint(path)
+    if predict is None:
+        raise ConfigError(f"{path}: is an exported model; this command needs the checkpoint (predict and "
+                          f"eval run exported models)")
+    from fluxvit.evaluate.exported import load_exported
+    from fluxvit.flux.grid import Grid
+
+    model = load_exported(path)
+    args = predict
+    for flag, value in (("--latency-ms", args.latency_ms), ("--show-tokens", getattr(args, "show_tokens", None)),
+                        ("--save-features", getattr(args, "save_features", None))):
+        if value is not None:
+            raise ConfigError(f"{path}: an exported model runs one budget and keeps its tokens inside; {flag} "
+                              f"needs the checkpoint")
+    if args.grid is not None and Grid.parse(args.grid).with_budget(None) != model.default_grid:
+        raise ConfigError(f"{path}: exported for grid {model.default_grid}, not --grid {args.grid}")
+    if args.dtype not in ("auto", "fp32"):
+        raise ConfigError(f"{path}: an exported model runs in fp32, not --dtype {args.dtype}")
+    args.grid, args.dtype = str(model.default_grid), "fp32"
+    args.budget = model.budget if args.budget is None else args.budget  # a different one: refused by the model
+    if args.selector == "group_dynamic":  # the option's default: the artifact's own selector
+        args.selector = model.selector
+    return model
 
 
 def _placement(args: argparse.Namespace, sharded: bool = False):
@@ -160,13 +288,46 @@ def _placement(args: argparse.Namespace, sharded: bool = False):
     return placement
 
 
+def _acceleration_placement(args: argparse.Namespace, placement):
+    """--quantize int8 keeps fp32 around its int8 matmuls, on a CPU: there --dtype auto means fp32;
+    another device or an explicit bf16/fp16 is one line."""
+    if getattr(args, "quantize", "none") != "int8":
+        return placement
+    import torch
+
+    from fluxvit.acceleration import check_int8_placement
+    from fluxvit.placement import Placement
+
+    if args.dtype == "auto":
+        placement = Placement(placement.device, torch.float32)
+    try:
+        check_int8_placement(placement)
+    except ConfigError as e:
+        raise ConfigError(f"--quantize {e}") from None
+    return placement
+
+
+def _accelerate(model, args: argparse.Namespace, placement):
+    """The model and placement after --quantize and --compile (see fluxvit.acceleration)."""
+    placement = _acceleration_placement(args, placement)
+    if getattr(args, "quantize", "none") == "none" and not getattr(args, "compile", False):
+        return model, placement
+    if getattr(model, "blocks", None) is None:
+        raise ConfigError(f"{args.checkpoint}: an exported model runs as it was exported; --quantize and --compile "
+                          f"need the checkpoint")
+    from fluxvit.acceleration import accelerate
+
+    return accelerate(model, args.quantize, args.compile, placement), placement
+
+
 def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None,
                  placement):
     """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
     model's default grid; --latency-ms picks the largest budget that fits this machine."""
     from fluxvit.evaluate.runner import sampling_grid
-    from fluxvit.flux.grid import Grid
+    from fluxvit.flux.grid import Grid, check_budget
 
+    check_budget(budget)  # the user's value: its error names no checkpoint
     if latency_ms is not None:
         from fluxvit.evaluate.latency import budget_for_latency
 
@@ -176,11 +337,8 @@ def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, l
         logging.getLogger("fluxvit").info("latency %.1f ms -> budget %d tokens", latency_ms, budget)
     try:
         g = Grid.parse(grid, budget=budget) if grid else sampling_grid(model, budget)
-        g.num_tokens(model.patch_size)  # checks the patch size and that the budget fits
-        n = g.num_patches(model.patch_size)
-        if n > MAX_GRID_TOKENS:
-            raise ConfigError(f"grid {g.with_budget(None)} makes {n} tokens; more than {MAX_GRID_TOKENS} "
-                              "would not fit in memory")
+        g.check_size(model.patch_size)  # the patch size, and the cap on its tokens
+        g.num_tokens(model.patch_size)  # the budget fits
     except FluxViTError as e:
         if grid:
             raise
@@ -192,13 +350,22 @@ def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, l
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from fluxvit.data.annotations import read_annotations
-    from fluxvit.evaluate.runner import Views, evaluate, extract_features
+    from fluxvit.evaluate.runner import Views, check_loading, evaluate, extract_features
+    from fluxvit.typecheck import in_range
 
-    model = _load_model(args.checkpoint)
+    views = Views.parse(args.views)  # the values first, before any file is read
+    check_loading(args.batch_size, args.workers)
+    in_range(args.head, "--head", lo=0, what="option")  # an index (the model says how many heads)
+    model = _load_model(args.checkpoint, predict=args)
     placement = _placement(args, sharded=True)
+    model, placement = _accelerate(model, args, placement)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
-    views = Views.parse(args.views)
     ann = read_annotations(args.data, args.data_root)
+    if args.save_features:  # refused before the evaluation, not after it
+        from fluxvit.files import refuse_overwriting_input
+
+        refuse_overwriting_input(args.save_features, [args.data, args.checkpoint, *(r.path for r in ann)],
+                                 "--save-features")
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
                    progress=sys.stderr.isatty(), selector=args.selector, placement=placement,
                    batch_size=args.batch_size)
@@ -214,7 +381,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not distributed.current().is_main:
         return 0  # under torchrun every rank has the same numbers; rank 0 reports them
     if args.json:
-        print(json.dumps(res.to_dict() | ({"features": str(features)} if features else {})))
+        print(_json(res.to_dict() | ({"features": str(features)} if features else {})))
     else:
         print(f"{args.data}: {res.videos} videos x {res.views_per_video} views at {res.grid}, "
               f"{res.budget} tokens: top-1 {res.top1:.2f}%  top-5 {res.top5:.2f}%  "
@@ -230,18 +397,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from fluxvit.data.annotations import read_annotations
-    from fluxvit.evaluate.runner import Views
+    from fluxvit.evaluate.runner import Views, check_loading
     from fluxvit.evaluate.token_optimization import SearchSpace
     from fluxvit.evaluate.workflow import token_optimization_report
+    from fluxvit.typecheck import in_range
 
+    # the values first, before any file is read; the budgets (with the model's patch size), the
+    # subset and the noise threshold are checked by the search before any video is decoded
+    space = SearchSpace(frames=tuple(args.frames), sizes=tuple(args.sizes), max_factor=args.max_factor)
+    views = Views.parse(args.views)
+    check_loading(1, args.workers)
+    in_range(args.refine, "--refine", lo=1, what="option")  # search_budgets takes any count
     model = _load_model(args.checkpoint)
-    budgets = _int_list(args.budgets, "--budgets")
-    space = SearchSpace(frames=tuple(_int_list(args.frames, "--frames")),
-                        sizes=tuple(_int_list(args.sizes, "--sizes")), max_factor=args.max_factor)
-
     ann = read_annotations(args.data, args.data_root)
     report = token_optimization_report(
-        model, ann, budgets, space, Views.parse(args.views), subset=args.subset, refine_top=args.refine,
+        model, ann, args.budgets, space, views, subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
         workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args, sharded=True),
     )
@@ -263,12 +433,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         PREDICTION_FORMATS,
         PredictionError,
         PredictionWriter,
+        check_topk,
         expand_videos,
         predict_videos,
         show_tokens,
     )
-    from fluxvit.evaluate.runner import Views
+    from fluxvit.evaluate.runner import Views, check_loading
 
+    views = Views.parse(args.views)  # the values first, before any file is read
+    check_topk(args.topk)
+    check_loading(args.batch_size, args.workers or 0)
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in PREDICTION_FORMATS:
         raise ConfigError(f"--out {out}: predictions are written to a .csv or .jsonl file")
@@ -277,10 +451,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = expand_videos(args.videos, _extensions(args.extensions))
     if not paths:
         raise ConfigError(f"no video file ({args.extensions}) in {', '.join(args.videos)}")
-    model = _load_model(args.checkpoint)
+    from fluxvit.files import refuse_overwriting_input
+
+    inputs = [*paths, args.checkpoint]
+    if out is not None:
+        refuse_overwriting_input(out, inputs, "--out")
+    if args.show_tokens:
+        for i in range(len(paths)):
+            refuse_overwriting_input(args.show_tokens if len(paths) == 1 else _numbered(args.show_tokens, i), inputs,
+                                     "--show-tokens")
+    model = _load_model(args.checkpoint, predict=args)
     placement = _placement(args)
+    model, placement = _accelerate(model, args, placement)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
-    views = Views.parse(args.views)
     # Two decoding processes by default for a batch of videos: on 2 cores, 640x360 10 s clips went
     # from 2.7 to 4.2 videos/s (one worker: 2.6, decoding-bound); a few videos pay no start-up.
     workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if len(paths) >= 4 else 0)
@@ -304,7 +487,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 picture = args.show_tokens if len(paths) == 1 else _numbered(args.show_tokens, i)
                 show_tokens(model, result.path, grid, picture, selector=args.selector, placement=placement)
             if args.json:
-                print(json.dumps(result.to_dict()), flush=True)
+                print(_json(result.to_dict()), flush=True)
             else:
                 print(f"{result.path}: {', '.join(f'{name} {p:.1%}' for name, p in result.top)}", flush=True)
     if out is not None:
@@ -326,37 +509,22 @@ def _numbered(path: str, i: int) -> str:
     return str(p.with_name(f"{p.stem}_{i:03d}{p.suffix or '.png'}"))
 
 
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{flag} {text!r} needs positive integers")
-    return values
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum`` (argparse says which flag in its one line)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
-        return value
-
-    return parse
-
-
 def _add_placement(p) -> None:
     # Values are checked when the command runs (fluxvit.placement), so that --help needs no torch.
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--dtype", default="auto",
                    help="precision: auto (bf16 where this hardware's bf16 matrix math is measured faster, "
                         "else fp32), fp32, bf16, fp16 (CUDA only); default auto")
+
+
+def _add_acceleration(p) -> None:
+    # the choices are fluxvit.acceleration.QUANTIZE_CHOICES, written out so that --help needs no torch
+    p.add_argument("--quantize", default="none", choices=("none", "int8"),
+                   help="int8: the transformer blocks' linears in int8 (dynamic quantization, CPU only; the rest "
+                        "stays fp32); default none")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer blocks (compiled at the first forward of each shape; "
+                        "eager, with one log line, where the compiler cannot run)")
 
 
 def _join(values) -> str:
@@ -373,11 +541,11 @@ def _add_eval_commands(sub) -> None:
         if with_data:
             p.add_argument("--data", required=True, help="annotation file: `relative/path.mp4 label` per line")
             p.add_argument("--data-root", default=None, help="folder the CSV's paths are relative to")
-            p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+            p.add_argument("--workers", type=_int, default=0, help="DataLoader worker processes")
 
     def sampling(p) -> None:
-        p.add_argument("--budget", type=int, default=None, help="tokens kept (default: all)")
-        p.add_argument("--latency-ms", type=float, default=None,
+        p.add_argument("--budget", type=_int, default=None, help="tokens kept (default: all)")
+        p.add_argument("--latency-ms", type=_float, default=None,
                        help="instead of --budget: the largest budget whose forward fits this many ms here")
         p.add_argument("--grid", default=None, help="sampling grid TxR (default: TO's choice, else the model's)")
         p.add_argument("--selector", default="group_dynamic",
@@ -390,10 +558,11 @@ def _add_eval_commands(sub) -> None:
              cmd_eval)
     common(p)
     sampling(p)
+    _add_acceleration(p)
     p.add_argument("--views", default="4x3", help="CLIPSxCROPS test views per video (default 4x3)")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=1,
+    p.add_argument("--batch-size", type=_int, default=1,
                    help="videos per forward (all their views at once; default 1)")
-    p.add_argument("--head", type=int, default=None, help="head index (default: nearest budget)")
+    p.add_argument("--head", type=_int, default=None, help="head index, from 0 (default: nearest budget)")
     p.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
     p.add_argument("--save-features", default=None, help="write pooled clip embeddings to this .safetensors")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -402,18 +571,18 @@ def _add_eval_commands(sub) -> None:
              "fluxvit optimize --checkpoint runs/demo/flux.safetensors --data val.csv --budgets 64,128,256",
              cmd_optimize)
     common(p)
-    p.add_argument("--budgets", required=True, help="comma-separated token budgets")
+    p.add_argument("--budgets", required=True, type=_ints, help="comma-separated token budgets")
     space = SearchSpace()  # the library's defaults are the command line's
-    p.add_argument("--frames", default=_join(space.frames),
+    p.add_argument("--frames", default=_join(space.frames), type=_ints,
                    help=f"candidate frame counts (default {_join(space.frames)})")
-    p.add_argument("--sizes", default=_join(space.sizes),
+    p.add_argument("--sizes", default=_join(space.sizes), type=_ints,
                    help=f"candidate resolutions, multiples of the patch size (default {_join(space.sizes)})")
-    p.add_argument("--max-factor", type=float, default=space.max_factor,
+    p.add_argument("--max-factor", type=_float, default=space.max_factor,
                    help=f"skip grids with more than this x budget patches (default {space.max_factor:g})")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views while searching (default 1x1)")
-    p.add_argument("--subset", type=float, default=0.3, help="fraction of videos for the first pass")
-    p.add_argument("--refine", type=int, default=3, help="best candidates re-scored on all videos")
-    p.add_argument("--min-gain-se", type=float, default=2.0,
+    p.add_argument("--subset", type=_float, default=0.3, help="fraction of videos for the first pass")
+    p.add_argument("--refine", type=_int, default=3, help="best candidates re-scored on all videos")
+    p.add_argument("--min-gain-se", type=_float, default=2.0,
                    help="keep the model's default grid unless another beats it by more than this many standard "
                         "errors of the paired difference on the same videos (0: take the best outright, as the paper)")
     p.add_argument("--out", default="runs/optimize", help="folder for report.md and the plot")
@@ -425,61 +594,69 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("videos", nargs="+", help="video files, or folders (searched recursively by --extensions)")
     common(p, with_data=False)
     sampling(p)
+    _add_acceleration(p)
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video (default 1x1)")
     p.add_argument("--out", default=None, help="also write one row per video (errors too) to this .csv or .jsonl, "
                    "as the results come; an existing file is never overwritten")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=4, help="videos per forward (default 4)")
-    p.add_argument("--workers", type=_int_at_least(0), default=None,
+    p.add_argument("--batch-size", type=_int, default=4, help="videos per forward (default 4)")
+    p.add_argument("--workers", type=_int, default=None,
                    help="decoding processes, working while the model runs (default: 2 for 4 videos or more, else 0)")
     p.add_argument("--extensions", default=",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS),
                    help="file extensions taken from folders (default: common video containers)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_int, default=5, help="classes reported per video (default 5; at most all)")
     p.add_argument("--json", action="store_true", help="one JSON object per video")
     p.add_argument("--show-tokens", default=None, help="PNG of the kept (bright) and dropped (dim) tokens")
 
 
 # ----------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    import math
-
     import torch
 
-    from fluxvit.evaluate.speed import forward_speed, machine
+    from fluxvit.evaluate.speed import check_case, forward_speed, machine
     from fluxvit.flux.grid import Grid
     from fluxvit.models import create_model
+    from fluxvit.models.registry import model_config
     from fluxvit.placement import dtype_name
     from fluxvit.timing import matmul_gflops
 
-    placement = _placement(args)
+    placement = _acceleration_placement(args, _placement(args))
+    cases = {}  # every case is checked before the first model is built or timed
+    for name in args.models:
+        cfg = model_config(name)
+        base = Grid.parse(args.grid) if args.grid else Grid(*cfg.default_grid)
+        per_frame = base.num_patches(cfg.patch_size) // base.frames
+        for tokens in args.tokens:
+            # Enough frames of the base resolution to hold the budget (selection cuts the rest).
+            grid = Grid(max(base.frames, -(-tokens // per_frame)), base.height, base.width)
+            for batch in args.batch:
+                check_case(grid, tokens, batch, args.repeats, cfg.patch_size)
+                cases.setdefault(name, []).append((tokens, grid, batch))
     device = placement.device
     dtype = None if placement.dtype == torch.float32 else placement.dtype
     peak = matmul_gflops(placement.dtype, device=device)
     rows = []
-    for name in args.models:
-        model = create_model(name).to(device).eval()
-        base = Grid.parse(args.grid) if args.grid else model.default_grid
-        per_frame = base.num_patches(model.patch_size) // base.frames
-        for tokens in _int_list(args.tokens, "--tokens"):
-            # Enough frames of the base resolution to hold the budget (selection cuts the rest).
-            grid = Grid(max(base.frames, math.ceil(tokens / per_frame)), base.height, base.width)
-            for batch in _int_list(args.batch, "--batch"):
-                row = forward_speed(model, grid, tokens, batch, dtype, args.repeats, peak).to_dict()
-                rows.append(row)
-                if not args.json:
-                    print(f"{name:<24} {tokens:>6} tokens  {row['grid']:>8}  batch {batch:<3} {row['ms']:>9.1f} ms"
-                          f"  {row['gflop_per_s']:>7.1f} GFLOP/s  {100 * row['fraction_of_peak']:5.1f}% of peak",
-                          flush=True)
+    for name, measured in cases.items():
+        model, _ = _accelerate(create_model(name).to(device).eval(), args, placement)
+        for tokens, grid, batch in measured:
+            row = forward_speed(model, grid, tokens, batch, dtype, args.repeats, peak).to_dict()
+            rows.append(row)
+            if not args.json:
+                share = row["fraction_of_peak"]
+                print(f"{name:<24} {tokens:>6} tokens  {row['grid']:>8}  batch {batch:<3} {row['ms']:>9.1f} ms"
+                      f"  {row['gflop_per_s']:>7.1f} GFLOP/s  "
+                      f"{'    -' if share is None else f'{100 * share:5.1f}'}% of peak", flush=True)
     chosen = dtype_name(placement.dtype)
     result = {"machine": machine(device), "dtype": chosen, "dtype_asked": args.dtype,
-              "matmul_peak_gflops": round(peak, 1), "rows": rows}
+              "matmul_peak_gflops": round(peak, 1), "quantize": args.quantize, "compile": args.compile,
+              "rows": rows}
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
     else:
         print(f"matmul peak here: {peak:.0f} GFLOP/s ({chosen}{', chosen by auto' if args.dtype == 'auto' else ''})")
     if args.out:
         from fluxvit.atomic import write_text
 
-        write_text(args.out, json.dumps(result, indent=2))
+        write_text(args.out, _json(result, indent=2))
     return 0
 
 
@@ -488,25 +665,28 @@ def _add_bench(sub) -> None:
              "at each token budget", "fluxvit bench fluxvit_small_patch14 --tokens 512,1024,2048 --batch 1,2",
              cmd_bench)
     p.add_argument("models", nargs="*", default=["fluxvit_small_patch14"], help="registered model names")
-    p.add_argument("--tokens", default="512,1024,2048,3072", help="token budgets, comma-separated")
+    p.add_argument("--tokens", default="512,1024,2048,3072", type=_ints, help="token budgets, comma-separated")
     p.add_argument("--grid", default=None, help="base sampling grid TxR (default: the model's); more frames "
                    "are sampled when a budget needs them")
-    p.add_argument("--batch", default="1", help="batch sizes, comma-separated")
+    p.add_argument("--batch", default="1", type=_ints, help="batch sizes, comma-separated")
     _add_placement(p)
+    _add_acceleration(p)
     p.set_defaults(dtype="fp32")  # a benchmark measures what it is told to; --dtype auto shows auto's choice
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per case (median reported)")
+    p.add_argument("--repeats", type=_int, default=3, help="timed calls per case (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
 
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from fluxvit.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick(args.out or "runs/demo-quick", args.seed) if args.quick else \
         DemoSettings(out=args.out or "runs/demo", seed=args.seed)
-    if args.steps:
-        settings.steps = args.steps
+    if args.steps is not None:
+        settings = dataclasses.replace(settings, steps=args.steps)  # checked again, like every setting
     result = run_demo(settings)
     print(result.table)
     print(f"\nwrote {result.report}, {result.plot} and checkpoints "
@@ -520,14 +700,60 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick)")
     p.add_argument("--quick", action="store_true",
                    help="about a minute: every stage on little data (a smoke run; accuracies stay near chance)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_int, default=0,
                    help="seeds the benchmark, both models and their data order; "
                         "same seed, same weights and accuracies (default 0)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (override)")
+    p.add_argument("--steps", type=_int, default=None, help="training steps per model (override)")
+
+
+# ----------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fluxvit.evaluate.exported import FORMATS
+    from fluxvit.files import refuse_overwriting_input
+
+    out = Path(args.out)
+    kind = args.format or next((k for k, suffix in FORMATS.items() if out.suffix.lower() == suffix), None)
+    if kind not in FORMATS:
+        shown = f"--format {args.format}" if args.format else f"{out}: its suffix"
+        raise ConfigError(f"{shown} names no export format; choose from {', '.join(FORMATS)} "
+                          f"({', '.join(FORMATS.values())})")
+    if out.exists():  # refused before the model is read
+        raise ConfigError(f"{out}: exists; choose a new name (exported models are never overwritten)")
+    refuse_overwriting_input(out, [args.checkpoint], "OUT")
+    from fluxvit.evaluate.runner import sampling_grid
+    from fluxvit.export import export_model
+    from fluxvit.flux.grid import Grid
+
+    model = _load_model(args.checkpoint)
+    grid = Grid.parse(args.grid, budget=args.budget) if args.grid else sampling_grid(model, args.budget)
+    export_model(model, out, grid, format=kind, views=args.views, batch=args.batch, selector=args.selector,
+                 head=args.head)
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = _add(sub, "export", "a checkpoint at one grid and budget as one deployment file (ONNX or torch.export): "
+             "selection and head inside, classes and preprocessing in its metadata",
+             "fluxvit export nano.safetensors nano_8x112_128.onnx --grid 8x112 --budget 128", cmd_export)
+    p.add_argument("checkpoint", help="a fluxvit checkpoint (.safetensors file or folder)")
+    p.add_argument("out", help="the file to write: .onnx (ONNX) or .pt2 (torch.export); never overwritten")
+    p.add_argument("--grid", default=None,
+                   help="sampling grid TxR or TxHxW the deployment feeds (default: TO's choice, else the model's)")
+    p.add_argument("--budget", type=_int, default=None, help="tokens kept after selection (default: all)")
+    p.add_argument("--format", default=None, help="onnx or torch-export (default: from OUT's suffix)")
+    p.add_argument("--selector", default="group_dynamic",
+                   help="token selector inside the graph: group_dynamic (default), group_dynamic_release, uniform "
+                        "or static_drop")
+    p.add_argument("--head", type=_int, default=None, help="head index, from 0 (default: nearest the budget)")
+    p.add_argument("--views", default="1x1", help="views per video in one call, CLIPSxCROPS (default 1x1)")
+    p.add_argument("--batch", type=_int, default=1, help="videos per call (default 1); the graph's batch is "
+                   "videos x views")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fluxvit",
         description="Deployment-efficient video transformers (FluxViT): train, evaluate, optimise, predict.",
     )
@@ -537,9 +763,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "flops", "GFLOPs (multiply-adds) of a model at a token budget, as the paper counts them",
              "fluxvit flops fluxvit_small_patch14 --tokens 2048", cmd_flops)
     p.add_argument("model", help="registered model name, e.g. fluxvit_small_patch14, fluxvit_nano_patch14")
-    p.add_argument("--tokens", type=int, default=None, help="token budget N after selection")
+    p.add_argument("--tokens", type=_int, default=None, help="token budget N after selection")
     p.add_argument("--grid", default=None, help="sampling grid TxR; patch embedding counted over all of it")
-    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--num-classes", type=_int, default=400)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = _add(sub, "convert", "convert an official release checkpoint into this project's format",
@@ -548,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="official .pth/.bin file (raw, or under 'model'/'module')")
     p.add_argument("dst", help="output .safetensors file, or a directory")
     p.add_argument("--model", required=True, help="registered model name")
-    p.add_argument("--num-classes", type=int, default=None, help="default: read from the checkpoint")
+    p.add_argument("--num-classes", type=_int, default=None, help="default: read from the checkpoint")
     p.add_argument("--classes", default=None, help="classes.txt with one class name a line")
 
     _add_demo(sub)
@@ -556,7 +782,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_eval_commands(sub)
     _add_train(sub)
+    _add_export(sub)
     return parser
+
+
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|Cannot allocate memory", re.IGNORECASE)
+_ALLOCATION = re.compile(r"allocate (\d[\d.]* ?(?:[KMGTP]i?B|bytes))")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -581,6 +812,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # no permission, a full disk, ...: the environment's doing, said in one line
         where = f"{e.filename}: " if e.filename else ""
         print(f"fluxvit {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (MemoryError, RuntimeError) as e:
+        # The caps keep each value within reason, not every product of them (a large batch of
+        # many views of a large grid): running out of memory is still one line.
+        if not isinstance(e, MemoryError) and not _OUT_OF_MEMORY.search(str(e)):
+            raise
+        size = _ALLOCATION.search(str(e))
+        print(f"fluxvit {args.command}: error: out of memory{f' (asked for {size.group(1)})' if size else ''}; "
+              "try a smaller batch size, fewer views, a smaller grid or fewer workers", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"fluxvit {args.command}: interrupted", file=sys.stderr)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.data.annotations import read_annotations
 from fluxvit.data.synthetic import make_synthetic_dataset
@@ -32,6 +34,7 @@ from fluxvit.evaluate.token_optimization import SearchSpace
 from fluxvit.evaluate.workflow import plain_accuracies, token_optimization_report
 from fluxvit.flux.grid import Grid
 from fluxvit.models.registry import load_checkpoint, model_config
+from fluxvit.typecheck import bounds, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +49,38 @@ class DemoSettings:
     """Everything the demo's numbers depend on (saved with the report)."""
 
     out: str = "runs/demo"
-    seed: int = 0
-    per_class: int = 80  # clips per class (train + tune + test)
-    val_fraction: float = 0.4  # of each class: half tune, half test
-    steps: int = 450  # per model: what 2 cores train in ~11 minutes for both
-    batch_size: int = 16
+    seed: int = field(default=0, metadata=bounds(lo=0))
+    per_class: int = field(default=80, metadata=bounds(lo=1))  # clips per class (train + tune + test)
+    val_fraction: float = field(default=0.4, metadata=bounds(0, 1))  # of each class: half tune, half test
+    steps: int = field(default=450, metadata=bounds(lo=1))  # per model: what 2 cores train in ~11 minutes for both
+    batch_size: int = field(default=16, metadata=bounds(lo=1))
     # 1e-3, not 2e-3: at 2e-3 a seed-1 baseline stayed at chance (loss ln 10) for all 450 steps;
     # at 1e-3 seeds 1 and 2 both learn (75.6 / 75.0% on 320 held-out clips, cached-clip runs).
-    lr: float = 1e-3
-    budgets: tuple[int, ...] = (64, 128, 256, 512)  # 1/8 .. 1 of the baseline's tokens
-    flux_heads: tuple[int, ...] = (512, 256, 128)
-    flux_frames: tuple[int, int, int] = (4, 16, 2)
+    lr: float = field(default=1e-3, metadata=bounds(above=0))
+    budgets: tuple[int, ...] = field(default=(64, 128, 256, 512), metadata=bounds(lo=1))  # 1/8 .. 1 of the baseline's
+    flux_heads: tuple[int, ...] = field(default=(512, 256, 128), metadata=bounds(lo=1))
+    flux_frames: tuple[int, int, int] = field(default=(4, 16, 2), metadata=bounds(lo=1))
     # Full resolution and a little below: under 84 px the 1-px patterns of the detail classes are
     # gone, and batches without their evidence only teach those classes noise.
-    flux_sizes: tuple[int, int, int] = (84, 112, 14)
-    flux_tokens: tuple[int, int] = (256, 1024)
-    search_frames: tuple[int, ...] = (2, 4, 6, 8, 12, 16)
-    search_sizes: tuple[int, ...] = (56, 70, 84, 98, 112)
+    flux_sizes: tuple[int, int, int] = field(default=(84, 112, 14), metadata=bounds(lo=1))
+    flux_tokens: tuple[int, int] = field(default=(256, 1024), metadata=bounds(lo=1))
+    search_frames: tuple[int, ...] = field(default=(2, 4, 6, 8, 12, 16), metadata=bounds(lo=1))
+    search_sizes: tuple[int, ...] = field(default=(56, 70, 84, 98, 112), metadata=bounds(lo=1))
     test_views: str = "2x1"
-    workers: int = 0
+    workers: int = field(default=0, metadata=bounds(lo=0))
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Every setting's type and range (one line naming it), before any work: on creation
+        and again when the demo starts (a setting may have been changed since)."""
+        if isinstance(self.out, os.PathLike):
+            self.out = os.fspath(self.out)
+        check_fields(self, "demo setting")
+        limits.BATCH_SIZE.check(self.batch_size, "demo setting 'batch_size'")
+        limits.WORKERS.check(self.workers, "demo setting 'workers'")
+        Views.parse(self.test_views)
 
     @classmethod
     def quick(cls, out: str = "runs/demo-quick", seed: int = 0) -> DemoSettings:
@@ -132,6 +148,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     from fluxvit.train.trainer import train
 
     s = settings or DemoSettings()
+    s.check()
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -149,7 +166,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     for name, flux in (("baseline", False), ("flux", True)):
         t = time.perf_counter()
         log.info("training %s (%d steps)", name, s.steps)
-        result = train(_train_config(s, data, name, flux))
+        result = train(_train_config(s, data, name, flux), overwrite=True)  # an earlier demo's run: moved aside
         checkpoints[name] = result.checkpoint
         timings[f"train_{name}"] = time.perf_counter() - t
 

@@ -25,6 +25,16 @@ class VideoError(FluxViTError):
     """A video that is missing, unreadable or has no decodable frames."""
 
 
+class OutputError(FluxViTError, OSError):
+    """An output that could not be written (a full disk, a read-only folder); names the final path.
+    ``cause`` is the system's reason alone (``No space left on device``), for a caller that words
+    its own message."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause or message
+
+
 class AnnotationError(FluxViTError, ValueError):
     """An annotation (CSV) line or class list that does not parse."""
 
@@ -32,6 +42,8 @@ class AnnotationError(FluxViTError, ValueError):
 def reason(e: BaseException, limit: int = 160) -> str:
     """The cause of ``e`` in one short line, for a message that wraps it: an OS error's own
     text (``No space left on device``), else the first line of the message, else the type."""
+    if isinstance(e, OutputError):
+        return e.cause
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     text = str(e).strip().splitlines()

@@ -10,6 +10,7 @@ Problems raise :class:`~fluxvit.errors.ConfigError` naming the key and showing t
 from __future__ import annotations
 
 import dataclasses
+import math
 import reprlib
 import types
 import typing
@@ -78,6 +79,8 @@ def coerce(value: Any, hint: Any, key: str, what: str = "config key") -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")
+        if not math.isfinite(value):
+            raise fail("a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -86,8 +89,43 @@ def coerce(value: Any, hint: Any, key: str, what: str = "config key") -> Any:
     raise ConfigError(f"{what} {key!r}: unsupported type {hint}")
 
 
+def bounds(lo: float | None = None, hi: float | None = None, above: float | None = None) -> dict:
+    """Field metadata giving the field's range: ``lo <= value <= hi``, or ``value > above``;
+    ``dataclasses.field(default=..., metadata=bounds(0, 1))``. Lists and tuples are checked item
+    by item; None (for an optional field) passes."""
+    return {"range": (lo, hi, above)}
+
+
+def in_range(value: Any, key: str, lo: float | None = None, hi: float | None = None,
+             above: float | None = None, what: str = "config key") -> Any:
+    """``value`` if it is a finite number within the range, else :class:`ConfigError` naming
+    ``key``; lists and tuples item by item, None passes."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            in_range(v, key, lo, hi, above, what)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value  # not a number: the type check has the say
+    if isinstance(value, float) and not math.isfinite(value):  # (an int of 400 digits has no float)
+        raise ConfigError(f"{what} {key!r} must be a finite number, got {show(value)}")
+    if above is not None and not value > above:
+        raise ConfigError(f"{what} {key!r} must be more than {above:g}, got {show(value)}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
+                else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        raise ConfigError(f"{what} {key!r} must be {span}, got {show(value)}")
+    return value
+
+
 def check_fields(obj: Any, what: str) -> None:
-    """Check (and convert in place) every field of the dataclass instance ``obj``."""
+    """Check (and convert in place) every field of the dataclass instance ``obj``: its type,
+    then its range if the field declares one (:func:`bounds`)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        setattr(obj, f.name, coerce(getattr(obj, f.name), hints[f.name], f.name, what))
+        value = coerce(getattr(obj, f.name), hints[f.name], f.name, what)
+        if "range" in f.metadata:
+            lo, hi, above = f.metadata["range"]
+            in_range(value, f.name, lo, hi, above, what)
+        setattr(obj, f.name, value)

@@ -50,7 +50,7 @@ def test_bad_lines_name_file_and_line(tmp_path, line, problem):
 
 
 def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(AnnotationError, match="annotation file not found"):
+    with pytest.raises(AnnotationError, match="nope.csv: no such annotation file"):
         read_annotations(tmp_path / "nope.csv")
     (tmp_path / "empty.csv").write_text("\n")
     with pytest.raises(AnnotationError, match="no clips listed"):

@@ -4,8 +4,8 @@ command line once, with the line ``fluxvit`` actually printed for it.
     python -m tests.hostile.catalogue docs/hostile_inputs.md
 
 The tables are the ones the tests assert on (``BROKEN``, ``ODD``, ``CSV_CASES``, ``CONFIG_CASES``,
-``FORGED``), so the catalogue lists exactly what ``make test`` checks, and shows the wording a user
-meets. Paths under the scratch folder are printed as ``…/``.
+``FORGED``, ``NOT_A_FILE``, ``VALUE_CASES``, ``TRAIN_VALUE_CASES``), so the catalogue lists exactly
+what ``make test`` checks, and shows the wording a user meets. Paths under the scratch folder are printed as ``…/``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,20 @@ from fluxvit.cli import main
 from .conftest import CLASSES
 from .media import BROKEN, ODD, clip
 from .test_checkpoints import FORGED
+from .test_nothing_lost import CASES as NOT_A_FILE_CASES
+from .test_nothing_lost import DOORS, NOT_A_FILE
 from .test_text_inputs import CONFIG_CASES, CSV_CASES
+from .test_values import VALUE_CASES
 
 
 def _run(*args: object) -> tuple[int, str, str]:
+    """``fluxvit ARGS`` in-process; argparse's refusals (SystemExit) read as their exit code."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = int(e.code or 0)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -109,6 +116,67 @@ def build(scratch: Path) -> list[str]:
         path = FORGED[name][0](scratch / f"{name}.safetensors", ckpt)
         code, out, err = _run("predict", good, "--checkpoint", path)
         cat.row(name, err.strip(), code)
+
+    cat.section("File arguments that are not files", "A FIFO, a device, a folder or an over-long path given where "
+                "a file is read: refused before it is opened (none blocks or floods the command).",
+                "| argument | case | the line on stderr | exit |")
+    for i, (door, kind) in enumerate(NOT_A_FILE_CASES):
+        folder = scratch / f"special_{i:02d}"
+        folder.mkdir()
+        code, out, err = _run(*DOORS[door](NOT_A_FILE[kind][0](folder), ckpt, good))
+        cat.row(door, kind, err.strip(), code)
+
+    cat.section("Runs and inputs are never overwritten", "Refused before any work; the earlier run or the "
+                "input is left byte for byte as it was.", "| case | the line on stderr | exit |")
+    run_dir = scratch / "finished_run"
+    for name in ("model.safetensors", "metrics.jsonl", "config.yaml"):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("an earlier run's file")
+    config = scratch / "again.yaml"
+    config.write_text(f"out_dir: {run_dir}\nsteps: 2\n")
+    csv = scratch / "kept.csv"
+    csv.write_text(f"{good} 0\n")
+    for name, argv in (
+        ("train into a finished run", ["train", config]),
+        ("--show-tokens at the input video", ["predict", good, "--checkpoint", ckpt, "--show-tokens", good]),
+        ("--out at the input video", ["predict", good, "--checkpoint", ckpt, "--out", good]),
+        ("--save-features at the annotation file", ["eval", "--checkpoint", ckpt, "--data", csv, "--save-features",
+                                                    csv]),
+        ("convert onto its source", ["convert", ckpt, ckpt, "--model", "fluxvit_nano_patch14"]),
+    ):
+        code, out, err = _run(*argv)
+        cat.row(name, err.strip(), code)
+
+    cat.section("Hostile values on the command line", "Every numeric option out of range, not finite, over its cap "
+                "(caps at their defaults) or not a number: one line, nothing on stdout, nothing written.",
+                "| case | the line on stderr | exit |")
+    import torch as _torch
+
+    from tests.models.official_format import official_state_dict
+
+    release = scratch / "release.pth"
+    _torch.save({"model": official_state_dict(0, num_classes=4)}, release)
+    fill = {"ckpt": ckpt, "video": good, "csv": csv, "release": release}
+    for i, name in enumerate(sorted(VALUE_CASES)):
+        argv, _ = VALUE_CASES[name]
+        code, out, err = _run(*(a.format(**fill, out=scratch / f"value_out_{i:03d}") for a in argv))
+        cat.row(name, err.strip(), code)
+
+    from tests.train.test_config_values import BASE, TRAIN_VALUE_CASES
+
+    cat.section("Hostile training config values", "`fluxvit train configs/nano_synthetic_flux_multi.yaml --set "
+                "KEY=VALUE`: refused before a model, a data read or a run folder is made.",
+                "| --set | the line on stderr | exit |")
+    (scratch / "teacher.safetensors").write_bytes(b"weights")
+    for case, problem in TRAIN_VALUE_CASES:
+        if problem is None:
+            continue  # a boundary value that is accepted
+        texts = [case] if isinstance(case, str) else list(case)
+        argv = ["train", BASE, "--set", f"out_dir={scratch / 'value_run'}"]
+        for text in texts:
+            argv += ["--set", text.replace("{tmp}", str(scratch))]
+        code, out, err = _run(*argv)
+        cat.row(" ".join(texts), err.strip(), code)
     return cat.lines
 
 

@@ -102,6 +102,18 @@ def unreadable(path: Path) -> Path:
     return path
 
 
+def csv_train_config(folder: Path, out: Path) -> Path:
+    """A 2-step fixed-grid training config over a CSV of two real 8-frame clips in ``folder``
+    (checkpoint and metrics every step), for tests of ``fluxvit train`` as users run it."""
+    csv = folder / "train.csv"
+    csv.write_text("".join(f"{clip(folder, f'v{i}.mp4', 8)} {i % 2}\n" for i in range(2)))
+    config = folder / "train.yaml"
+    config.write_text(f"out_dir: {out}\nsteps: 2\nckpt_every: 1\nprogress: false\nlog_every: 1\n"
+                      f"data:\n  source: csv\n  train: {csv}\n  batch_size: 2\n"
+                      "flux:\n  fixed: 2x28\nobjective:\n  name: fixed\n")
+    return config
+
+
 @pytest.fixture(scope="session")
 def nano_ckpt(tmp_path_factory) -> Path:
     """A 2-block FluxViT-nano with random weights, 4 classes, default grid 4x56."""

@@ -6,15 +6,23 @@ whose one line names that path and the problem.
 
 ``ODD``: name -> maker returning an :class:`Odd`: files that are strange but valid (one frame,
 1x1 pixels, 2x1024, 10-bit, grey, RGB codecs, a lying extension, a path with spaces and
-unicode) and must decode to the frames they hold. Frames are the coded frames of the data tests
-(frame i has a flat colour that says i), so decoding is checked frame by frame.
+unicode; raw H.264/HEVC streams without timestamps, MPEG-TS segments joined end to end whose
+timestamps restart or whose resolution changes, a file cut mid-GOP) and must decode to the frames
+they hold. Frames are the coded frames of the data tests (frame i has a flat colour that says
+i), so decoding is checked frame by frame.
+
+:func:`bomb_bytes` is a decompression bomb: ~200 KB of H.264 that decodes to four 8192x8192
+frames (805 MB as RGB); encoded once per process (x264 needs ~0.9 GB for it, for a second).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -43,6 +51,104 @@ def remux(src: Path, dst: Path, **options: str) -> Path:
             packet.stream = stream
             out.mux(packet)
     return dst
+
+
+def encode(path: Path, frames: np.ndarray, format: str | None = None, codec: str = "libx264", gop: int = 4,
+           start: int = 0, crf: int = 23, params: str = "") -> Path:
+    """Encode ``frames`` (T, H, W, 3) uint8 to ``path`` in the container (or raw stream) ``format``,
+    key frame every ``gop`` frames, the first frame at time ``start`` (in frames of 1/30 s);
+    ``params``: more x264/x265 parameters (``bframes=0``).
+    HEVC is lossless (x265 drifts flat colours by more than the coded frames' margin)."""
+    with av.open(str(path), "w", format=format) as c:
+        stream = c.add_stream(codec, rate=30)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 30)
+        keys = f"keyint={gop}:min-keyint={gop}:scenecut=0" + (f":{params}" if params else "")
+        if codec == "libx265":
+            stream.options = {"preset": "ultrafast", "x265-params": f"{keys}:lossless=1:log-level=error"}
+        else:
+            stream.options = {"preset": "veryfast", "crf": str(crf), "x264-params": keys}
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = start + i, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    return path
+
+
+def joined_ts(d: Path, name: str, n: int, second: tuple[int, int] | None = None,
+              restart: bool = True) -> Path:
+    """Two MPEG-TS segments joined byte for byte (``cat a.ts b.ts``), ``n`` coded frames in all:
+    the second one ``second`` (height, width) if given (the resolution changes), its timestamps
+    starting again from 0 if ``restart`` (else going on from the first's)."""
+    half = n // 2
+    first = coded_frames(n)[:half]
+    rest = coded_frames(n, *second)[half:] if second else coded_frames(n)[half:]
+    # going on: no B-frames, whose delay would shift the first segment's times onto the second's
+    params = "" if restart else "bframes=0"
+    a = encode(d / f"{name}.part1.ts", first, "mpegts", params=params)
+    b = encode(d / f"{name}.part2.ts", rest, "mpegts", start=0 if restart else half, params=params)
+    out = d / name
+    out.write_bytes(a.read_bytes() + b.read_bytes())
+    a.unlink()
+    b.unlink()
+    return out
+
+
+def drop_leading(src: Path, dst: Path, count: int, keep_keys: bool = True) -> Path:
+    """Remux ``src`` into ``dst`` without its first ``count`` packets (decoding order): a file
+    cut mid-GOP, which starts with frames that need a key frame it does not hold. Without
+    ``keep_keys`` every key frame is dropped too (``src`` must then have no B-frames: its
+    decoding times are taken from the presentation times)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for i, packet in enumerate(inp.demux(inp.streams.video[0])):
+            if packet.dts is None and packet.pts is None or i < count or packet.is_keyframe and not keep_keys:
+                continue
+            if not keep_keys and packet.dts is None:
+                packet.dts = packet.pts
+            packet.stream = stream
+            out.mux(packet)
+    return dst
+
+
+@functools.cache
+def bomb_bytes(size: int = 8192, frames: int = 4) -> bytes:
+    """An H.264 mp4 of ``frames`` flat ``size`` x ``size`` frames, as bytes (~200 KB for 8192)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bomb.mp4"
+        with av.open(str(path), "w") as c:
+            stream = c.add_stream("libx264", rate=30)
+            stream.width = stream.height = size
+            stream.pix_fmt = "yuv420p"
+            stream.thread_count = 1
+            lean = "threads=1:rc-lookahead=0:sync-lookahead=0:ref=1:bframes=0"  # the least x264 can hold
+            stream.options = {"preset": "ultrafast", "crf": "51", "x264-params": lean}
+            frame = av.VideoFrame(size, size, "yuv420p")  # one frame, reused: no 800 MB RGB array
+            for plane in frame.planes:
+                np.frombuffer(plane, np.uint8)[:] = 128
+            for i in range(frames):
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    c.mux(packet)
+            for packet in stream.encode():
+                c.mux(packet)
+        return path.read_bytes()
+
+
+def bomb(d: Path) -> Path:
+    """Four 8192x8192 frames in ~200 KB: refused from the stream header, before decoding."""
+    (d / "bomb.mp4").write_bytes(bomb_bytes())
+    return d / "bomb.mp4"
+
+
+def no_key_frames(d: Path) -> Path:
+    """A Matroska file holding only P-frames: nothing in it can be decoded."""
+    keyed = encode(d / "keyed.mkv", coded_frames(24), params="bframes=0")
+    return drop_leading(keyed, d / "no_keys.mkv", 0, keep_keys=False)
 
 
 def cut(fraction: float, container: str = "mp4", faststart: bool = False) -> Callable[[Path], Path]:
@@ -135,6 +241,10 @@ BROKEN: dict[str, tuple[Callable[[Path], Path], str]] = {
     "device": (lambda d: Path("/dev/zero"), "not a regular file"),
     "symlink_loop": (symlink_loop, "symbolic link loop"),
     "dangling_symlink": (dangling_symlink, "dangling symbolic link"),
+    "decompression_bomb": (bomb, "67108864 pixels per frame is more than the cap"),
+    "mkv_no_key_frames": (no_key_frames, "no decodable frames"),
+    "h264_random_bytes": (_write("random.h264", np.random.default_rng(1).bytes(6000)), "not a readable video"),
+    "path_too_long": (lambda d: d / ("v" * 300 + ".mp4"), "path too long for this system"),  # NAME_MAX is 255
 }
 
 
@@ -148,6 +258,7 @@ class Odd:
     height: int
     width: int
     coded: bool = True
+    first: int = 0  # the coded number of frame 0 (a file cut mid-GOP starts at its first key frame)
 
 
 def _odd(name: str, n: int = 12, height: int = HEIGHT, width: int = WIDTH, coded: bool = True,
@@ -182,6 +293,39 @@ def symlink_to_video(d: Path) -> Odd:
     return Odd(d / "link.mp4", 12, HEIGHT, WIDTH)
 
 
+def raw_stream(name: str, codec: str) -> Callable[[Path], Odd]:
+    """A raw elementary stream (``.h264``, ``.hevc``): packets without timestamps."""
+
+    def make(d: Path) -> Odd:
+        fmt = {"libx264": "h264", "libx265": "hevc"}[codec]
+        return Odd(encode(d / name, coded_frames(12), fmt, codec), 12, HEIGHT, WIDTH)
+
+    return make
+
+
+def ts_joined(d: Path) -> Odd:
+    """Two MPEG-TS segments joined end to end: the timestamps start again from 0 midway."""
+    return Odd(joined_ts(d, "joined.ts", 16), 16, HEIGHT, WIDTH)
+
+
+def ts_resolution_change(d: Path) -> Odd:
+    """Joined MPEG-TS segments, 64x48 then 32x32 (and timestamps restarting): every frame comes
+    back at the first frame's size."""
+    return Odd(joined_ts(d, "resized.ts", 16, second=(32, 32)), 16, HEIGHT, WIDTH)
+
+
+def ts_resolution_change_timed(d: Path) -> Odd:
+    """The resolution changes midway, the timestamps go on (so the reader seeks in it)."""
+    return Odd(joined_ts(d, "resized_timed.ts", 24, second=(96, 128), restart=False), 24, HEIGHT, WIDTH)
+
+
+def mkv_cut_mid_gop(d: Path) -> Odd:
+    """A Matroska file whose first packets are P-frames (a recording cut mid-GOP, key frame every
+    10 frames, the first 4 packets gone): frames count from its first key frame, coded frame 10."""
+    src = write_video(d / "gop10.mkv", coded_frames(40), gop=10)
+    return Odd(drop_leading(src, d / "cut_mid_gop.mkv", 4), 30, HEIGHT, WIDTH, first=10)
+
+
 ODD: dict[str, Callable[[Path], Odd]] = {
     "one_frame": _odd("one.mp4", n=1),
     # x264 refuses odd sizes in yuv420p (chroma is subsampled 2x2): 1x1 is written as yuv444p
@@ -199,4 +343,10 @@ ODD: dict[str, Callable[[Path], Odd]] = {
     "spaces_and_unicode": spaces_and_unicode,
     "symlink_to_video": symlink_to_video,
     "vfr_in_matroska": vfr_in_matroska,
+    "raw_h264": raw_stream("raw.h264", "libx264"),
+    "raw_hevc": raw_stream("raw.hevc", "libx265"),
+    "ts_joined_timestamps_restart": ts_joined,
+    "ts_resolution_change": ts_resolution_change,
+    "ts_resolution_change_timed": ts_resolution_change_timed,
+    "mkv_cut_mid_gop": mkv_cut_mid_gop,
 }

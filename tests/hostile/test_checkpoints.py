@@ -163,7 +163,8 @@ def test_forged_safetensors_are_refused_in_one_line(name, tmp_path, nano_ckpt, g
     ({"64": "4x56"}, "stored Token Optimization record for 64 tokens is malformed"),
     ([1, 2], "stored Token Optimization record for 64 tokens is malformed"),
     ({"64": {"grid": "sideways"}}, "grid 'sideways' is not of the form TxR"),
-    ({"64": {"grid": "99999x999992"}}, "grid 99999x999992 makes 510190816440816 tokens; more than 131072 would not"),
+    ({"64": {"grid": "99999x999992"}},
+     "grid 99999x999992: 510190816440816 tokens in one sampling grid is more than the cap of 131072"),
     ({"64": {"grid": "4x100"}}, "resolution height 100 is not a multiple of the patch size 14"),
 ])
 def test_forged_token_optimization_records(record, problem, tmp_path, nano_ckpt, good_video, cli):

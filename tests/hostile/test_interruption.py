@@ -25,8 +25,7 @@ from fluxvit.errors import CheckpointError
 from fluxvit.train.checkpointing import list_checkpoints, load_training_state
 from tests.train.test_resume_ddp import ENV, ROOT, _assert_identical, _run_toy, _weights
 
-from .conftest import assert_user_error, run_process
-from .media import clip
+from .conftest import assert_user_error, csv_train_config, run_process
 
 STEPS, BATCH = 16, 4
 
@@ -136,12 +135,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, uninterr
 
 def test_disk_full_through_the_command_line(tmp_path):
     """``fluxvit train`` under a 1 MB file-size limit: one line, exit 2, no partial checkpoint."""
-    csv = tmp_path / "train.csv"
-    csv.write_text("".join(f"{clip(tmp_path, f'v{i}.mp4', 8)} {i % 2}\n" for i in range(2)))
-    config = tmp_path / "train.yaml"
-    config.write_text(f"out_dir: {tmp_path / 'run'}\nsteps: 2\nckpt_every: 1\nprogress: false\n"
-                      f"data:\n  source: csv\n  train: {csv}\n  batch_size: 2\n"
-                      "flux:\n  fixed: 2x28\nobjective:\n  name: fixed\n")
+    config = csv_train_config(tmp_path, tmp_path / "run")
 
     def limit_file_size():
         import resource

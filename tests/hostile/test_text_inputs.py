@@ -50,10 +50,10 @@ def test_label_beyond_classes_txt_names_the_line(tmp_path, good_video, nano_ckpt
 
 
 def test_csv_that_is_a_directory_or_missing(tmp_path, nano_ckpt, cli):
-    assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", tmp_path), "eval", tmp_path,
-                      "cannot read annotation file")
+    assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", tmp_path), "eval",
+                      f"{tmp_path}: is a directory (expected: annotation file)")
     assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", tmp_path / "nope.csv"), "eval",
-                      tmp_path / "nope.csv", "annotation file not found")
+                      f"{tmp_path / 'nope.csv'}: no such annotation file")
 
 
 def test_byte_order_mark_and_crlf_are_read(tmp_path, good_video, nano_ckpt, cli):
@@ -109,7 +109,7 @@ CONFIG_CASES = {
     "integer_of_5000_digits": ("steps: 1" + "0" * 5000 + "\n", "not valid YAML (Exceeds the limit", True),
     "billion_laughs": ("data:\n  classes: " + _laughs(7) + "\n",
                        "config key 'data.classes' must be a string, got [[...], [...], [...], [...], ...]", True),
-    "negative_steps": ("steps: -5\n", "steps must be >= 1, got -5", False),
+    "negative_steps": ("steps: -5\n", "config key 'steps' must be at least 1, got -5", True),
 }
 
 
@@ -126,8 +126,8 @@ def test_malformed_config_is_one_line_before_any_work(name, tmp_path, cli):
 
 
 @pytest.mark.parametrize("content, problem", [
-    (bytes(range(256)) * 4, "cannot read config (not UTF-8 text)"),
-    (None, "cannot read config (Is a directory)"),
+    (bytes(range(256)) * 4, "cannot read config file (not UTF-8 text: byte 0x80 at offset 128)"),
+    (None, "is a directory (expected: config file)"),
 ])
 def test_config_that_is_garbage_or_a_directory(tmp_path, cli, content, problem):
     config = tmp_path / "c.yaml"

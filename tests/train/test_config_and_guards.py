@@ -226,5 +226,5 @@ def test_decoded_frame_cache_gives_the_same_clips(tmp_path):
     for i in range(len(plain_val)):
         assert torch.equal(cached_val.clip(i, Grid(8, 56), None, train=False)[0],
                            plain_val.clip(i, Grid(8, 56), None, train=False)[0])
-    with pytest.raises(ConfigError, match="data.cache_gb must be >= 0, got -1.0"):
+    with pytest.raises(ConfigError, match="config key 'data.cache_gb' must be at least 0, got -1.0"):
         load_config(None, ["data.cache_gb=-1"])

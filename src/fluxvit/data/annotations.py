@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxvit.errors import AnnotationError
+from fluxvit.files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,7 @@ class Annotations:
 def read_classes(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names, one a line (line i names label i); blank lines are errors (they would shift ids)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read class list ({exc})") from exc
+    lines = read_text(path, "class list", AnnotationError).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()  # a trailing newline or two is fine
     names = []
@@ -119,12 +117,7 @@ def read_annotations(
         classes = csv.parent / CLASSES_FILE
     names = read_classes(classes) if isinstance(classes, (str, os.PathLike)) else classes
     lookup = {name: i for i, name in enumerate(names)} if names else {}
-    try:
-        lines = csv.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a byte-order mark (Excel writes one)
-    except FileNotFoundError as exc:
-        raise AnnotationError(f"{csv}: annotation file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{csv}: cannot read annotation file ({exc})") from exc
+    lines = read_text(csv, "annotation file", AnnotationError).splitlines()  # a byte-order mark dropped
     records, bad = [], []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -84,8 +84,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
+from fluxvit.typecheck import show
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +194,16 @@ def render_clip(
 
 
 def _check_geometry(size: int, frames: int) -> None:
-    if not isinstance(size, int) or size < 32 or size % 2:
-        raise ConfigError(f"size {size!r} must be an even number of pixels >= 32 (H.264 4:2:0 needs even sizes)")
-    if not isinstance(frames, int) or frames < 2:
-        raise ConfigError(f"frames {frames!r} must be an integer >= 2 (the temporal classes need motion)")
+    if not _is_int(size) or size < 32 or size % 2:
+        raise ConfigError(f"size {show(size)} must be an even number of pixels >= 32 (H.264 4:2:0 needs even sizes)")
+    if not _is_int(frames) or frames < 2:
+        raise ConfigError(f"frames {show(frames)} must be an integer >= 2 (the temporal classes need motion)")
+    # a clip is rendered whole, in float32, before it is encoded
+    limits.CLIP_PIXELS.check(frames * size * size, f"clips of {frames} frames of {size}x{size}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @lru_cache(maxsize=8)
@@ -486,16 +494,21 @@ def make_synthetic_dataset(
     """
     names = _check_classes(classes)
     _check_geometry(size, frames)
-    if not isinstance(per_class, int) or per_class < 1:
-        raise ConfigError(f"per-class {per_class!r} must be a positive number of clips")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val fraction {val_fraction!r} must be in [0, 1)")
+    if not _is_int(per_class) or per_class < 1:
+        raise ConfigError(f"per-class {show(per_class)} must be a positive number of clips")
+    limits.SYNTH_CLIPS.check(per_class * len(names), f"{per_class} clips per class x {len(names)} classes")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val fraction {show(val_fraction)} must be in [0, 1)")
     n_val = int(round(per_class * val_fraction))
     n_train = per_class - n_val
     if n_train < 1:
         raise ConfigError(f"per-class {per_class} with val fraction {val_fraction} leaves no training clip")
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed {seed!r} must be a non-negative integer")
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"seed {show(seed)} must be a non-negative integer")
+    if workers is not None:
+        if not _is_int(workers) or workers < 0:
+            raise ConfigError(f"workers {show(workers)} must be a non-negative integer (0 or 1: no extra process)")
+        limits.WORKERS.check(workers, "workers")
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root}: exists and is not a directory")

@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 def _model_key(model) -> str:
     cfg = json.dumps(model.config.to_dict(), sort_keys=True)
-    return hashlib.sha1(cfg.encode()).hexdigest()[:12]
+    key = hashlib.sha1(cfg.encode()).hexdigest()[:12]
+    # an int8 or compiled model (fluxvit.acceleration) runs at its own speed
+    accelerated = getattr(model, "acceleration", None)
+    return f"{key}+{accelerated}" if accelerated else key
 
 
 def budget_ladder(max_tokens: int, smallest: int = 32) -> list[int]:

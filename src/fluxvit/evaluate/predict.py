@@ -15,10 +15,12 @@ from fluxvit.data.annotations import VIDEO_EXTENSIONS
 from fluxvit.data.sampling import SegmentSampler
 from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from fluxvit.data.video import PyAVReader, VideoReader
-from fluxvit.evaluate.runner import Views
+from fluxvit.errors import ConfigError
+from fluxvit.evaluate.runner import Views, check_finite, check_loading
 from fluxvit.evaluate.visualize import save_png, token_mosaic
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
+from fluxvit.typecheck import show
 
 
 @dataclass
@@ -36,6 +38,12 @@ class Prediction:
                 "top": [{"label": name, "prob": round(p, 5)} for name, p in self.top]}
 
 
+def check_topk(topk: int) -> None:
+    """How many classes to report: a positive integer (more than the model has: all of them)."""
+    if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
+        raise ConfigError(f"top-k must be a positive integer, got {show(topk)}")
+
+
 def read_views(path: str | os.PathLike, grid: Grid, views: Views, reader: VideoReader | None = None) -> torch.Tensor:
     """Normalised views (clips * crops, 3, T, R, R) of one video; raises VideoError if unreadable."""
     reader = reader or PyAVReader()
@@ -51,12 +59,15 @@ def predict_video(
 ) -> Prediction:
     """Softmax averaged over the views of ``path`` at ``grid`` (and its budget, kept by
     ``selector``), computed on ``placement`` (the model is moved there)."""
-    video = read_views(path, grid, views, reader).to(placement.device)
+    check_topk(topk)
+    grid.check_size(model.patch_size)
     budget = grid.num_tokens(model.patch_size)
+    video = read_views(path, grid, views, reader).to(placement.device)
     model.to(placement.device).eval()
     with torch.no_grad(), placement.autocast():
-        logits = model(video, num_tokens=budget if grid.budget else None, selector=selector)
-    probs = logits.float().softmax(-1).mean(0).cpu()
+        logits = model(video, num_tokens=budget if grid.budget else None, selector=selector).float().cpu()
+    check_finite(logits, model, lambda _i: str(path))
+    probs = logits.softmax(-1).mean(0)
     k = min(topk, probs.numel())
     values, ids = probs.topk(k)
     names = model.class_names
@@ -93,8 +104,10 @@ def expand_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str]
     out: list[Path] = []
     for item in inputs:
         path = Path(item)
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and not p.is_dir()) \
-            if path.is_dir() else []
+        # os.path.isdir, not Path.is_dir: it says False (for the file check to word) where the
+        # path is too long or holds a NUL byte, instead of raising
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and not os.path.isdir(p)) \
+            if os.path.isdir(path) else []
         out += found or [path]
     return out
 
@@ -117,13 +130,23 @@ def predict_videos(
     """Classify many videos, in input order, one result each: videos are decoded in ``workers``
     DataLoader processes while the model runs ``batch_size`` videos (all their views) per
     forward; a broken video yields a :class:`PredictionError` instead of stopping the run.
-    Results are yielded as they are ready, so memory stays flat in the number of videos."""
+    Results are yielded as they are ready, so memory stays flat in the number of videos. The
+    arguments are checked when this is called, before the first video is read."""
+    check_topk(topk)
+    check_loading(batch_size, workers)
+    grid.check_size(model.patch_size)
+    grid.num_tokens(model.patch_size)  # the budget fits the grid
+    return _predict_batches(model, [Path(p) for p in paths], grid, views, topk, batch_size, workers, selector,
+                            placement)
+
+
+def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: int, batch_size: int, workers: int,
+                     selector: str, placement: Placement) -> Iterator[Prediction | PredictionError]:
     from torch.utils.data import DataLoader
 
     from fluxvit.data.annotations import VideoRecord
     from fluxvit.data.datasets import SkipBroken, VideoViewDataset, collate_clips
 
-    paths = [Path(p) for p in paths]
     if not paths:
         return
     records = [VideoRecord(p, 0, f"input {i + 1}") for i, p in enumerate(paths)]
@@ -142,8 +165,11 @@ def predict_videos(
         if len(batch):
             b, v = batch.video.shape[:2]
             with torch.no_grad(), placement.autocast():
-                logits = model(batch.video.flatten(0, 1).to(placement.device), num_tokens=budget, selector=selector)
-            probs = logits.float().softmax(-1).unflatten(0, (b, v)).mean(1).cpu()  # (B, K)
+                logits = model(batch.video.flatten(0, 1).to(placement.device), num_tokens=budget,
+                               selector=selector).float().cpu()
+            rows = batch.index.repeat_interleave(v)  # logits row -> input
+            check_finite(logits, model, lambda i, rows=rows: str(paths[int(rows[i])]))
+            probs = logits.softmax(-1).unflatten(0, (b, v)).mean(1)  # (B, K)
             values, ids = probs.topk(k, dim=-1)
             for row, i in enumerate(batch.index.tolist()):
                 pairs = zip(values[row].tolist(), ids[row].tolist())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from fluxvit import distributed
+from fluxvit import distributed, limits
 from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, read_annotations
 from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips, records_of
@@ -28,8 +29,11 @@ from fluxvit.evaluate.token_optimization import Score, ScoreManyFn, stored_grid
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
 from fluxvit.timing import Stopwatch
+from fluxvit.typecheck import in_range, show
 
 log = logging.getLogger(__name__)
+
+_VIEWS_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,24 @@ class Views:
     clips: int = 1
     crops: int = 1
 
+    def __post_init__(self) -> None:
+        for name in ("clips", "crops"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"views: {name} must be an integer, got {show(value)}")
+        if self.clips < 1 or self.crops not in (1, 2, 3):
+            raise ConfigError(f"views {self}: need clips >= 1 and 1 to 3 crops")
+        limits.VIEWS.check(self.clips * self.crops, f"views {self}")  # each view is a forward's worth
+
     @classmethod
     def parse(cls, text: str) -> Views:
-        try:
-            clips, crops = (int(v) for v in str(text).lower().split("x"))
-        except ValueError:
-            raise ConfigError(f"views {text!r} is not CLIPSxCROPS (e.g. 4x3)") from None
-        if clips < 1 or crops not in (1, 2, 3):
-            raise ConfigError(f"views {text!r}: need clips >= 1 and 1 to 3 crops")
-        return cls(clips, crops)
+        m = _VIEWS_RE.match(str(text))
+        if not m:
+            raise ConfigError(f"views {show(str(text))} is not CLIPSxCROPS (e.g. 4x3)")
+        if max(len(m.group(1).lstrip("0")), len(m.group(2).lstrip("0"))) > 9:  # no cap comes near
+            raise ConfigError(f"views {show(str(text))}: more views per video than the cap of "
+                              f"{limits.VIEWS.value()} (raise it with {limits.VIEWS.setting})")
+        return cls(int(m.group(1)), int(m.group(2)))
 
     def __str__(self) -> str:
         return f"{self.clips}x{self.crops}"
@@ -58,6 +71,30 @@ def sampling_grid(model, budget: int | None) -> Grid:
     default grid (selection cuts it to the budget)."""
     chosen = stored_grid(model.checkpoint_meta, budget) if budget else None
     return chosen if chosen is not None else model.default_grid.with_budget(budget)
+
+
+def check_loading(batch_size: int = 1, workers: int = 0) -> None:
+    """Videos per forward and decoding processes: positive and non-negative integers within the
+    caps :data:`~fluxvit.limits.BATCH_SIZE` and :data:`~fluxvit.limits.WORKERS`. Every loader
+    here checks them before it starts; a command checks them first of all."""
+    for key, value, lo, cap in (("batch size", batch_size, 1, limits.BATCH_SIZE),
+                                ("workers", workers, 0, limits.WORKERS)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {show(value)}")
+        if value < lo:
+            raise ConfigError(f"{key} must be at least {lo}, got {value}")
+        cap.check(value, key)
+
+
+def check_finite(logits: torch.Tensor, model, videos: Callable[[int], str]) -> None:
+    """Refuse outputs holding NaN or inf (weights that overflow, or fp16 overflowing where fp32
+    does not), naming the checkpoint and the first such video: ``videos(i)`` names row i of
+    ``logits``. The one check of every path from logits to a reported number."""
+    bad = ~torch.isfinite(logits.reshape(len(logits), -1)).all(-1)
+    if bool(bad.any()):
+        source = getattr(model, "checkpoint_path", None) or getattr(model, "name", None) or "the model"
+        raise ConfigError(f"{source}: its outputs for {videos(int(bad.nonzero()[0, 0]))} are NaN or inf "
+                          "(the weights overflow at this precision; with fp16 or bf16, try fp32)")
 
 
 def check_labels(model, annotations: Annotations) -> None:
@@ -73,6 +110,7 @@ def view_loader(
 ) -> CountBroken:
     """Batches of ``batch_size`` videos, (B, V, 3, T, R, R), decoded in ``workers`` processes;
     broken videos skipped and counted."""
+    check_loading(batch_size, workers)
     dataset = SkipBroken(VideoViewDataset(annotations, grid.with_budget(None), num_clips=views.clips,
                                           transform=EvalTransform(num_crops=views.crops)))
     if indices is not None:
@@ -122,15 +160,18 @@ def run_views(
     model, loader: CountBroken, budget: int | None, head: int | None,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
     placement: Placement = Placement(), progress: bool = False, desc: str = "eval",
-    selector: str = "group_dynamic",
+    selector: str = "group_dynamic", video_name: Callable[[int], str] = str,
 ) -> RunStats:
     """Run ``model`` over every view of every video on ``placement`` (the model is moved there),
     selecting ``budget`` tokens with ``selector``. ``on_batch(logits (V, K), embeddings (V, D),
-    labels (V,), video_ids (V,))``, fp32 on the CPU, receives each batch's views."""
+    labels (V,), video_ids (V,))``, fp32 on the CPU, receives each batch's views (embeddings None
+    for an exported model, which returns logits only); non-finite logits are an error naming
+    ``video_name(video id)``."""
     device = placement.device
     stats = RunStats()
     watch = Stopwatch(device)
     model.to(device).eval()
+    exported = getattr(model, "logits_only", False)  # an artifact of `fluxvit export`
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -143,12 +184,17 @@ def run_views(
             labels = batch.label.repeat_interleave(per_video)
             ids = batch.index.repeat_interleave(per_video)
             with watch, placement.autocast():
-                tokens = model.forward_features(video, num_tokens=budget, selector=selector)
-                h = model.resolve_head(tokens.shape[1] - 1, head)
-                emb = model.forward_head(tokens, h, pre_logits=True)
-                logits = model.classify(emb, h)
+                if exported:  # selection and head inside: logits only
+                    logits, emb = model(video, num_tokens=budget, head=head, selector=selector), None
+                else:
+                    tokens = model.forward_features(video, num_tokens=budget, selector=selector)
+                    h = model.resolve_head(tokens.shape[1] - 1, head)
+                    emb = model.forward_head(tokens, h, pre_logits=True)
+                    logits = model.classify(emb, h)
+            logits = logits.float().cpu()
+            check_finite(logits, model, lambda i, ids=ids: video_name(int(ids[i])))
             stats.views += video.shape[0]
-            on_batch(logits.float().cpu(), emb.float().cpu(), labels, ids)
+            on_batch(logits, None if emb is None else emb.float().cpu(), labels, ids)
     stats.seconds = watch.seconds
     stats.broken = list(loader.skipped)
     return stats
@@ -164,14 +210,18 @@ def evaluate(
     ``selector``), over the videos of ``annotations`` (or its rows ``indices``), ``batch_size``
     videos per forward, on ``placement``; see :class:`EvalResult`."""
     check_labels(model, annotations)
-    grid.check_patch(model.patch_size)
+    check_loading(batch_size, workers)
+    grid.check_size(model.patch_size)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
+    if head is not None:
+        model.resolve_head(budget or grid.num_patches(model.patch_size), head)  # before any decoding
     acc = ViewAccumulator(model.num_classes)
     job = distributed.current()  # under torchrun: this rank's share of the videos, then everyone's
     rows = distributed.shard(list(indices) if indices is not None else list(range(len(annotations))), job)
     loader = view_loader(annotations, grid, views, workers, rows, batch_size)
     stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
-                      placement, progress=progress, desc=f"eval {grid}", selector=selector)
+                      placement, progress=progress, desc=f"eval {grid}", selector=selector,
+                      video_name=_names(annotations))
     if job.distributed:
         parts = distributed.gather_objects((acc.state(), stats.views, stats.seconds, stats.broken), job)
         acc, stats = ViewAccumulator(model.num_classes), RunStats()
@@ -189,8 +239,18 @@ def evaluate(
     )
 
 
+def _names(annotations: Annotations) -> Callable[[int], str]:
+    """Video id (annotation row) -> its path, for messages."""
+    records = records_of(annotations)
+    return lambda i: str(records[i].path)
+
+
 def subset_indices(n: int, fraction: float) -> list[int]:
-    """A deterministic, evenly spread subset of ``n`` videos (at least 1)."""
+    """A deterministic, evenly spread subset of ``n`` videos (at least 1); ``fraction`` of them,
+    a number in (0, 1]."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ConfigError(f"subset fraction must be a number, got {show(fraction)}")
+    in_range(fraction, "subset", hi=1, above=0, what="Token Optimization")
     k = max(1, min(n, round(n * fraction)))
     return sorted({int(i * n / k) for i in range(k)})
 
@@ -232,11 +292,14 @@ def token_optimization_scorer(
     frames and resizes them (the same pixels and logits as evaluating grid by grid)."""
     picked = subset_indices(len(annotations), subset)
     check_labels(model, annotations)
+    check_loading(1, workers)
+    name = _names(annotations)
     transform = EvalTransform(num_crops=views.crops)
     device = placement.device
 
     def score_many(grids: Sequence[Grid], on_subset: bool) -> dict[Grid, Score]:
         for g in grids:
+            g.check_size(model.patch_size)
             g.num_tokens(model.patch_size)  # checks the patch size and the budget, before any decoding
         job = distributed.current()  # under torchrun: this rank's share of the videos, then everyone's
         rows = distributed.shard(picked if on_subset else list(range(len(annotations))), job)
@@ -257,8 +320,9 @@ def token_optimization_scorer(
                     clips = frames[positions[g.frames]]  # (clips, T, H, W, 3)
                     video = torch.cat([transform(clip, g.height) for clip in clips]).to(device)
                     with placement.autocast():
-                        logits = model(video, num_tokens=g.budget, selector=selector)
-                    accumulators[g].add(logits.float().cpu(), torch.full((video.shape[0],), label), [row] * len(video))
+                        logits = model(video, num_tokens=g.budget, selector=selector).float().cpu()
+                    check_finite(logits, model, lambda _i, row=row: name(row))
+                    accumulators[g].add(logits, torch.full((video.shape[0],), label), [row] * len(video))
         outcomes = {g: acc.result(per_video=True)["per_video"] for g, acc in accumulators.items()}
         merged = {g: {} for g in grids}
         for part in distributed.gather_objects(outcomes, job):
@@ -281,6 +345,7 @@ def extract_features(
 
     annotations = read_annotations(csv, data_root)
     grid = grid or sampling_grid(model, None)
+    grid.check_size(model.patch_size)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
@@ -295,7 +360,8 @@ def extract_features(
     job = distributed.current()  # under torchrun: each rank its share, rank 0 writes everyone's
     loader = view_loader(annotations, grid, views, workers, distributed.shard(list(range(len(annotations))), job),
                          batch_size)
-    stats = run_views(model, loader, budget, None, keep, placement, progress=progress, desc="features")
+    stats = run_views(model, loader, budget, None, keep, placement, progress=progress, desc="features",
+                      video_name=_names(annotations))
     broken = list(stats.broken)
     if job.distributed:
         parts = distributed.gather_objects((sums, counts, labels, stats.broken), job)

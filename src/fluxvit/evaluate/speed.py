@@ -13,9 +13,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from fluxvit import limits
+from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
 from fluxvit.flux.selectors import group_dynamic_select
 from fluxvit.timing import time_call
+from fluxvit.typecheck import show
+
+MAX_REPEATS = 1000  # timed calls per case: a median of more says nothing new, and takes hours
 
 
 def machine(device: torch.device | str = "cpu") -> dict:
@@ -49,6 +54,20 @@ class ForwardSpeed:
         return asdict(self)
 
 
+def check_case(grid: Grid, tokens: int, batch: int = 1, repeats: int = 3, patch_size: int = 14) -> None:
+    """One measurement's values, checked before anything is allocated: ``tokens`` (a positive
+    integer, at most the grid's patches), the grid within :data:`~fluxvit.limits.GRID_TOKENS`,
+    ``batch`` within :data:`~fluxvit.limits.BATCH_SIZE`, 1 to :data:`MAX_REPEATS` ``repeats``."""
+    for key, value in (("tokens", tokens), ("batch", batch), ("repeats", repeats)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {show(value)}")
+    grid.check_size(patch_size)
+    grid.with_budget(tokens).num_tokens(patch_size)  # no more tokens than the grid's patches
+    limits.BATCH_SIZE.check(batch, "batch")
+    if repeats > MAX_REPEATS:
+        raise ConfigError(f"repeats {repeats}: at most {MAX_REPEATS} timed calls per case")
+
+
 def forward_speed(
     model,
     grid: Grid,
@@ -59,7 +78,9 @@ def forward_speed(
     peak_gflops: float | None = None,
 ) -> ForwardSpeed:
     """Time ``model(video, num_tokens=tokens)`` on random video of ``grid`` (inference mode);
-    ``dtype`` runs under autocast (None: the model's own precision)."""
+    ``dtype`` runs under autocast (None: the model's own precision); the values are checked
+    first (:func:`check_case`)."""
+    check_case(grid, tokens, batch, repeats, model.patch_size)
     device = next(model.parameters()).device
     video = torch.randn(batch, 3, grid.frames, grid.height, grid.width, device=device)
     budget = tokens if tokens < grid.num_patches(model.patch_size) else None
@@ -82,6 +103,7 @@ def forward_speed(
 
 def selector_seconds(model, grid: Grid, tokens: int, batch: int = 1, repeats: int = 3) -> float:
     """Median seconds of the group-dynamic selection alone, on the model's patch embeddings."""
+    check_case(grid, tokens, batch, repeats, model.patch_size)
     device = next(model.parameters()).device
     video = torch.randn(batch, 3, grid.frames, grid.height, grid.width, device=device)
     with torch.inference_mode():

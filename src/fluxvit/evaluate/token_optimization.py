@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from fluxvit.errors import CheckpointError, ConfigError
 from fluxvit.flux.grid import Grid
+from fluxvit.limits import GRID_TOKENS
+from fluxvit.typecheck import in_range, show
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,27 @@ class SearchSpace:
     sizes: tuple[int, ...] = (56, 70, 84, 98, 112, 140, 168, 196, 224, 252, 280)
     max_factor: float = 8.0
 
+    def __post_init__(self) -> None:
+        for name in ("frames", "sizes"):
+            values = getattr(self, name)
+            if not isinstance(values, (tuple, list)) or not values:
+                raise ConfigError(f"search space {name} must be a non-empty list of integers, got {show(values)}")
+            for v in values:
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ConfigError(f"search space {name} {show(tuple(values))}: {show(v)} is not a positive integer")
+            object.__setattr__(self, name, tuple(values))
+        if isinstance(self.max_factor, bool) or not isinstance(self.max_factor, (int, float)):
+            raise ConfigError(f"search space max_factor must be a number, got {show(self.max_factor)}")
+        in_range(self.max_factor, "max_factor", lo=1, what="search space")  # a grid has >= budget patches
+
     def candidates(self, budget: int, patch_size: int) -> list[Grid]:
-        """Every grid with at least ``budget`` and at most ``max_factor * budget`` patches."""
+        """Every grid with at least ``budget`` and at most ``max_factor * budget`` patches. The
+        budget and the space's largest grid are checked against the cap
+        :data:`~fluxvit.limits.GRID_TOKENS` first."""
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise ConfigError(f"token budget must be a positive integer, got {show(budget)}")
+        GRID_TOKENS.check(budget, f"token budget {budget}")
+        Grid(max(self.frames), max(self.sizes)).check_size(patch_size)
         out = []
         for t in self.frames:
             for r in self.sizes:
@@ -78,8 +99,8 @@ class SearchSpace:
                     out.append(g)
         if not out:
             raise ConfigError(
-                f"no candidate grid has between {budget} and {int(self.max_factor * budget)} tokens "
-                f"(frames {self.frames}, sizes {self.sizes})"
+                f"no candidate grid has between {budget} and {self.max_factor * budget:g} tokens "
+                f"(frames {show(self.frames)}, sizes {show(self.sizes)})"
             )
         return out
 

@@ -22,7 +22,7 @@ from fluxvit.evaluate.token_optimization import (
     search_budgets,
 )
 from fluxvit.flux.grid import Grid
-from fluxvit.models.checkpoint import save_checkpoint
+from fluxvit.models.checkpoint import update_checkpoint
 from fluxvit.placement import Placement
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,9 @@ def token_optimization_report(
     saved = None
     if save_to is not None:
         if Path(save_to).suffix == ".safetensors" or Path(save_to).is_dir():
-            record = choices_metadata(choices, model.checkpoint_meta, placement.to_dict())
-            model.checkpoint_meta = {**model.checkpoint_meta, **record}
-            saved = save_checkpoint(model, save_to)
+            # merged with what the file holds when written: concurrent runs keep each other's budgets
+            saved = update_checkpoint(model, save_to,
+                                      lambda meta: choices_metadata(choices, meta, placement.to_dict()))
             log.info("stored Token Optimization choices in %s", saved)
         else:
             log.warning("%s is not a fluxvit checkpoint: choices not stored (convert it first)", save_to)

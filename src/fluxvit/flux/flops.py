@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fluxvit.errors import ConfigError
+from fluxvit.limits import GRID_TOKENS
+
 
 @dataclass(frozen=True)
 class FlopsBreakdown:
@@ -46,7 +49,14 @@ def transformer_macs(
     clip_dim: int = 768,
     num_classes: int = 400,
 ) -> FlopsBreakdown:
-    """Multiply-adds of one view: ``patches`` embedded, ``tokens`` (+1 class token) transformed."""
+    """Multiply-adds of one view: ``patches`` embedded, ``tokens`` (+1 class token) transformed.
+
+    Both are positive integers, at most the cap :data:`~fluxvit.limits.GRID_TOKENS` (a count
+    beyond it prices a forward that no door of fluxvit would run)."""
+    for name, value in (("tokens", tokens), ("patches", patches)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"FLOPs count: {name} must be a positive integer, got {value!r:.40}")
+        GRID_TOKENS.check(value, "FLOPs count")
     n = tokens + 1
     c = width
     hidden = int(c * mlp_ratio)

@@ -15,6 +15,12 @@ from fluxvit.errors import ConfigError
 _GRID_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)(?:\s*[xX]\s*(\d+))?\s*$")
 
 
+def check_budget(budget: int | None) -> None:
+    """A token budget is a positive integer (or None: keep every token)."""
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+        raise ConfigError(f"token budget must be a positive integer, got {budget!r:.40}")
+
+
 @dataclass(frozen=True)
 class Grid:
     """A spatiotemporal sampling grid and an optional token budget.
@@ -34,10 +40,9 @@ class Grid:
             object.__setattr__(self, "width", self.height)
         for name in ("frames", "height", "width"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"grid {name} must be a positive integer, got {value!r}")
-        if self.budget is not None and (not isinstance(self.budget, int) or self.budget < 1):
-            raise ConfigError(f"token budget must be a positive integer, got {self.budget!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"grid {name} must be a positive integer, got {value!r:.40}")
+        check_budget(self.budget)
 
     @classmethod
     def parse(cls, text: str, budget: int | None = None) -> Grid:
@@ -74,6 +79,15 @@ class Grid:
         """Tokens the grid makes before selection."""
         t, h, w = self.patch_grid(patch_size)
         return t * h * w
+
+    def check_size(self, patch_size: int) -> int:
+        """The grid's patches (tokens before selection), refused in one line over the cap
+        :data:`~fluxvit.limits.GRID_TOKENS`: what a door checks before sampling or allocating."""
+        from fluxvit.limits import GRID_TOKENS
+
+        n = self.num_patches(patch_size)
+        GRID_TOKENS.check(n, f"grid {self.with_budget(None)}")
+        return n
 
     def num_tokens(self, patch_size: int) -> int:
         """Tokens that reach the transformer: the budget, or all of the grid's patches."""
@@ -116,12 +130,27 @@ class FluxGrid:
             raise ConfigError(
                 f"flux sizes {self.sizes} are not multiples of the patch size {self.patch_size}"
             )
+        from fluxvit.limits import GRID_TOKENS
+
+        # Tokens grow with T and with R, so the largest grid listed has at most the fewer of
+        # max_tokens and the ranges' far corner: checked against the cap before any listing, and
+        # each loop stops at its first grid over max_tokens. The listing is thus bounded by the
+        # cap (some 2 x cap steps), whatever the ranges (frames 1..1e9) say.
+        p = self.patch_size
+        (t0, t1, ts), (r0, r1, rs) = self.frames, self.sizes
+        corner = (t0 + (t1 - t0) // ts * ts) * ((r0 + (r1 - r0) // rs * rs) // p) ** 2
+        GRID_TOKENS.check(min(corner, self.max_tokens),
+                          f"flux grids of frames {self.frames} and sizes {self.sizes} up to {self.max_tokens} tokens")
         grids = []
-        for t in range(self.frames[0], self.frames[1] + 1, self.frames[2]):
-            for r in range(self.sizes[0], self.sizes[1] + 1, self.sizes[2]):
-                g = Grid(t, r)
-                if self.min_tokens <= g.num_patches(self.patch_size) <= self.max_tokens:
-                    grids.append(g)
+        for t in range(t0, t1 + 1, ts):
+            if t * (r0 // p) ** 2 > self.max_tokens:
+                break
+            for r in range(r0, r1 + 1, rs):
+                tokens = t * (r // p) ** 2
+                if tokens > self.max_tokens:
+                    break
+                if tokens >= self.min_tokens:
+                    grids.append(Grid(t, r))
         if not grids:
             raise ConfigError(
                 f"no grid with frames {self.frames} and sizes {self.sizes} has between "

@@ -12,7 +12,7 @@ for comparisons with the release, can return a few fewer: its per-group rounding
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -44,7 +44,7 @@ def _check(embeddings: torch.Tensor, num_tokens: int) -> tuple[int, int, int]:
     return b, t, l
 
 
-def _keep_top(scores: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+def _keep_top(scores: torch.Tensor, shares: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """Boolean mask (B, G, M) keeping the ``shares[g]`` highest scores of each group g.
 
     Tie rule: among tokens whose scores are exactly equal at the cut, the earlier ones (in
@@ -57,31 +57,49 @@ def _keep_top(scores: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
     computed with top-k, comparisons and a cumulative sum (no sort; ONNX has no stable sort):
     the cut's score v is the share-th largest; keep every score above v, then the first
     (share - #above) of those equal to v. NaN scores count as +inf.
+
+    ``shares`` are plain integers (a tensor is read once): every size here is a Python int, so
+    ``torch.export`` traces the selection with static shapes.
     """
+    counts = [int(s) for s in (shares.tolist() if isinstance(shares, torch.Tensor) else shares)]
     scores = torch.nan_to_num(scores, nan=float("inf"))
-    shares = shares.to(scores.device)
-    largest = torch.topk(scores, int(shares.max()), dim=-1).values  # (B, G, max share), descending
+    share = torch.tensor(counts, dtype=torch.long, device=scores.device)
+    largest = torch.topk(scores, max(counts), dim=-1).values  # (B, G, max share), descending
     # (B, G, 1); a share of 0 (a budget below the group count) reads the largest and keeps none
-    cut = largest.gather(-1, (shares - 1).clamp(min=0).expand(*scores.shape[:-1])[..., None])
+    cut = largest.gather(-1, (share - 1).clamp(min=0).expand(*scores.shape[:-1])[..., None])
     above = scores > cut
     at_cut = scores == cut
-    room = shares[:, None] - above.sum(dim=-1, keepdim=True)  # places left for tokens at the cut
+    room = share[:, None] - above.sum(dim=-1, keepdim=True)  # places left for tokens at the cut
     return above | (at_cut & (torch.cumsum(at_cut.long(), dim=-1) <= room))
 
 
 def _mask_to_indices(mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """(B, T*L) boolean mask with ``num_tokens`` trues per row -> (B, N) increasing indices."""
+    """(B, T*L) boolean mask with ``num_tokens`` trues per row -> (B, N) increasing indices.
+
+    The trues' positions, found by a top-k over keys that are distinct and decrease with the
+    position (``T*L - i`` for a true, 0 for a false): the N largest are exactly the trues, sorted
+    from the earliest. Same result as ``mask.nonzero()``, but of a shape known before the values
+    (``nonzero`` is data-dependent), so the selection exports to ONNX and ``torch.export``.
+    """
     b = mask.shape[0]
-    return mask.reshape(b, -1).nonzero()[:, 1].reshape(b, num_tokens)
+    flat = mask.reshape(b, -1)
+    total = flat.shape[1]
+    # float32 holds every integer up to 2**24 exactly, far above the largest grid (limits.GRID_TOKENS)
+    keys = torch.arange(total, 0, -1, dtype=torch.float32, device=flat.device) * flat
+    return torch.topk(keys, num_tokens, dim=-1, sorted=True).indices
+
+
+def _equal_counts(total: int, groups: int) -> list[int]:
+    base, extra = divmod(total, groups)
+    return [base + (g < extra) for g in range(groups)]
 
 
 def equal_shares(total: int, groups: int) -> torch.Tensor:
     """Split ``total`` into ``groups`` shares; the first ``total % groups`` get one more."""
-    base, extra = divmod(total, groups)
-    return torch.tensor([base + (g < extra) for g in range(groups)], dtype=torch.long)
+    return torch.tensor(_equal_counts(total, groups), dtype=torch.long)
 
 
-def release_shares(total: int, frames: int, tokens_per_frame: int, groups: int) -> torch.Tensor:
+def _release_counts(total: int, frames: int, tokens_per_frame: int, groups: int) -> list[int]:
     """The release's per-group counts for a budget of ``total``: it is called with a masking
     ratio r = 1 - N / (T*L) and keeps ``int((1 - r) * (T/G) * L)`` in every group, in floating
     point: a few fewer than N on some grids (16x196 at 1024 keeps 4 x 255 = 1020; 24x224 at
@@ -90,7 +108,12 @@ def release_shares(total: int, frames: int, tokens_per_frame: int, groups: int) 
     share = int((1 - ratio) * (frames // groups * tokens_per_frame))
     if share < 1:
         raise ConfigError(f"with the release's rounding a budget of {total} keeps no token in each of {groups} groups")
-    return torch.full((groups,), share, dtype=torch.long)
+    return [share] * groups
+
+
+def release_shares(total: int, frames: int, tokens_per_frame: int, groups: int) -> torch.Tensor:
+    """:func:`_release_counts` as a tensor (G,)."""
+    return torch.tensor(_release_counts(total, frames, tokens_per_frame, groups), dtype=torch.long)
 
 
 ROUNDINGS = ("exact", "release")
@@ -127,9 +150,9 @@ def group_dynamic_select(
         scores = torch.cat([dist[:, :, :1], dist], dim=2)
     else:
         scores = torch.linalg.vector_norm(x - x.mean(dim=3, keepdim=True), dim=-1)
-    shares = equal_shares(num_tokens, g) if rounding == "exact" else release_shares(num_tokens, t, l, g)
+    shares = _equal_counts(num_tokens, g) if rounding == "exact" else _release_counts(num_tokens, t, l, g)
     mask = _keep_top(scores.reshape(b, g, -1).float(), shares)
-    return _mask_to_indices(mask, int(shares.sum()))
+    return _mask_to_indices(mask, sum(shares))
 
 
 @torch.no_grad()
@@ -172,7 +195,7 @@ def static_drop_select(
     first = torch.full((b, 1, l), float("inf"), device=x.device)
     change = torch.linalg.vector_norm(x[:, 1:] - x[:, :-1], dim=-1)
     scores = torch.cat([first, change], dim=1).reshape(b, 1, t * l)
-    mask = _keep_top(scores, torch.tensor([num_tokens]))
+    mask = _keep_top(scores, [num_tokens])
     return _mask_to_indices(mask, num_tokens)
 
 

@@ -2,7 +2,14 @@
 
 from fluxvit.models.checkpoint import read_checkpoint, save_checkpoint
 from fluxvit.models.fluxvit import FluxViT, FluxViTConfig
-from fluxvit.models.registry import create_model, list_models, load_checkpoint, model_config, register_model
+from fluxvit.models.registry import (
+    create_model,
+    from_pretrained,
+    list_models,
+    load_checkpoint,
+    model_config,
+    register_model,
+)
 
 __all__ = [
     "FluxViT",
@@ -12,6 +19,7 @@ __all__ = [
     "model_config",
     "register_model",
     "load_checkpoint",
+    "from_pretrained",
     "read_checkpoint",
     "save_checkpoint",
 ]

@@ -4,7 +4,12 @@ knows the release's key names (that is :mod:`fluxvit.models.release`).
 
 Our format is a ``.safetensors`` file whose header metadata carries a JSON record (model name,
 config, class names, each head's budget, and whatever a tool stores with it, such as Token
-Optimization's best grid per budget), or a directory with ``config.json`` + ``model.safetensors``.
+Optimization's best grid per budget), or a directory in the Hugging Face hub's layout:
+``model.safetensors`` (the same self-describing file), ``config.json`` (the record again, for people
+and the hub), ``classes.txt`` (one class a line) and ``README.md`` (the model card,
+:mod:`fluxvit.models.card`). ``config.json`` is what a loader reads; ``classes.txt`` only when the
+record has no class names (a folder made by hand). :mod:`fluxvit.models.hub` saves, resolves and
+pushes such folders.
 PyTorch files (``.pth``/``.bin``, the release's) are read with ``torch.load(weights_only=True)``.
 
 Untrusted files: a forged safetensors header (sizes beyond the file, overlapping or gapped
@@ -25,14 +30,18 @@ import pickle
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from fluxvit.atomic import atomic_write, write_text
-from fluxvit.errors import CheckpointError, reason
+from fluxvit import __version__
+from fluxvit.atomic import atomic_write, locked, write_text
+from fluxvit.errors import CheckpointError, FluxViTError, reason
+from fluxvit.files import file_or_directory, read_text, regular_file
+from fluxvit.models.card import is_ours, model_card
 from fluxvit.models.release import is_official_state_dict
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,9 @@ log = logging.getLogger(__name__)
 META_KEY = "fluxvit"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CLASSES_NAME = "classes.txt"
+CARD_NAME = "README.md"
+FOLDER_FILES = (WEIGHTS_NAME, CONFIG_NAME, CLASSES_NAME, CARD_NAME)  # what a checkpoint folder holds
 # Training frameworks wrap a state dict under a key and prefix its names (DDP's "module.").
 _WRAPPERS = ("model", "module", "state_dict", "model_state")
 _PREFIXES = ("module.", "backbone.", "encoder.", "model.")
@@ -55,16 +67,16 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     ``classes`` and whatever else was stored) or "official" (the release's key names, see
     :mod:`fluxvit.models.release`).
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
+    path = file_or_directory(path, "checkpoint", CheckpointError)  # never a FIFO or a device
     if path.is_dir():
         weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
-        if not weights.is_file():
+        if not weights.exists():
             raise CheckpointError(f"{path}: directory has no {WEIGHTS_NAME}")
-        meta = _read_json(cfg_file) if cfg_file.is_file() else {}
+        regular_file(weights, "checkpoint", CheckpointError)
+        meta = _read_json(cfg_file) if cfg_file.exists() else {}
         state, file_meta = _read_safetensors(weights)
-        return state, _checked_meta({**file_meta, **meta, "format": "fluxvit"}, path)
+        meta = _checked_meta({**file_meta, **meta, "format": "fluxvit"}, path)
+        return state, _with_classes_file(meta, path / CLASSES_NAME)
     if path.suffix == ".safetensors":
         state, meta = _read_safetensors(path)
         return state, _checked_meta({**meta, "format": "fluxvit"}, path)
@@ -73,11 +85,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable config ({e})") from None
-    return _json_object(text, path, "config")
+    return _json_object(read_text(path, "config", CheckpointError), path, "config")
 
 
 def _json_object(text: str | bytes, path: Path, what: str) -> dict:
@@ -90,6 +98,19 @@ def _json_object(text: str | bytes, path: Path, what: str) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: {what} is not a JSON object")
     return obj
+
+
+def _with_classes_file(meta: dict, path: Path) -> dict:
+    """``meta`` with the class names of ``classes.txt`` when it has none of its own; a file that
+    disagrees with the record is reported (the record wins: it is what was saved)."""
+    if not path.exists():
+        return meta
+    names = [ln.strip() for ln in read_text(path, "class list", CheckpointError).splitlines() if ln.strip()]
+    if not meta.get("classes"):
+        return {**meta, "classes": names} if names else meta
+    if names != [str(c).strip() for c in meta["classes"]]:
+        log.warning("%s: differs from the class names in %s, which are used", path, CONFIG_NAME)
+    return meta
 
 
 def _checked_meta(meta: dict, path: Path) -> dict:
@@ -179,6 +200,7 @@ def save_checkpoint(model, path: str | os.PathLike, classes: list[str] | None = 
         "config": model.config.to_dict() | {"head_budgets": list(model.budgets)},
         "classes": list(classes) if classes else None,
         "head_budgets": list(model.budgets),
+        "fluxvit_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = path if path.suffix == ".safetensors" else path / WEIGHTS_NAME
@@ -187,6 +209,54 @@ def save_checkpoint(model, path: str | os.PathLike, classes: list[str] | None = 
             save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
         if weights != path:
             write_text(path / CONFIG_NAME, json.dumps(meta, indent=2))
+            _write_folder_extras(path, meta)
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{path}: could not write the checkpoint ({reason(e)})") from None
     return path
+
+
+def _write_folder_extras(folder: Path, meta: dict) -> None:
+    """``classes.txt`` (removed when the model has no class names, so that an earlier model's
+    list never outlives it) and the model card, unless the folder's README.md is the user's own."""
+    classes = folder / CLASSES_NAME
+    if meta.get("classes"):
+        write_text(classes, "".join(f"{c}\n" for c in meta["classes"]))
+    elif classes.exists():
+        classes.unlink()
+    card = folder / CARD_NAME
+    if card.exists():
+        try:
+            if not is_ours(read_text(card, "model card", CheckpointError)):
+                log.info("%s: kept (not written by fluxvit)", card)
+                return
+        except FluxViTError:  # unreadable or not text: not ours either
+            log.info("%s: kept (not a fluxvit model card)", card)
+            return
+    write_text(card, model_card(meta, folder.resolve().name or "path/to/folder"))
+
+
+def update_checkpoint(model, path: str | os.PathLike, changes: Callable[[dict], dict]) -> Path:
+    """Save ``model`` to ``path`` with ``changes(metadata)`` merged into its metadata, where
+    ``metadata`` is what the file holds *now* (under a lock, read after the lock is taken): several
+    processes updating one checkpoint at once (``fluxvit optimize`` runs for different budgets)
+    each keep their changes instead of the last writer's alone."""
+    path = Path(path)
+    with locked(path):
+        current = dict(model.checkpoint_meta)
+        if path.exists():
+            current.update(_stored_metadata(path))
+        model.checkpoint_meta = {**model.checkpoint_meta, **changes(current)}
+        return save_checkpoint(model, path)
+
+
+def _stored_metadata(path: Path) -> dict:
+    """The metadata of a fluxvit checkpoint, without reading its weights."""
+    if path.is_dir():
+        return _read_json(path / CONFIG_NAME) if (path / CONFIG_NAME).exists() else {}
+    regular_file(path, "checkpoint", CheckpointError)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({reason(e)})") from None
+    return _checked_meta(_json_object(raw[META_KEY], path, "fluxvit metadata"), path) if META_KEY in raw else {}

@@ -71,11 +71,6 @@ class FluxViTConfig:
         return cls(**d)
 
 
-def count_modules(state: dict[str, torch.Tensor], prefix: str) -> int:
-    """How many numbered modules ``prefix<i>.`` a state dict holds (``blocks.``, ``heads.``)."""
-    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
-
-
 class FluxViT(nn.Module):
     """FluxViT (patch 14, tubelet 1): DPN patch embedding, global-local positional embedding,
     token selection to a budget, RMSNorm blocks, one attention-pooling projector and classifier
@@ -121,6 +116,10 @@ class FluxViT(nn.Module):
         )
         # Each head's training budget travels with the weights, so no index needs a comment.
         self.register_buffer("head_budgets", torch.tensor(cfg.head_budgets, dtype=torch.long))
+        # The same budgets as Python ints, for choosing a head without reading a tensor (which
+        # torch.export cannot trace); kept equal to the buffer whenever a state dict is loaded.
+        self._budgets: tuple[int, ...] = tuple(int(b) for b in cfg.head_budgets)
+        self.register_load_state_dict_post_hook(FluxViT._sync_budgets)
         self.grad_checkpointing = False
         self._init_weights()
 
@@ -161,8 +160,13 @@ class FluxViT(nn.Module):
 
     @property
     def budgets(self) -> tuple[int, ...]:
-        """Training budget of each head, in head order."""
-        return tuple(int(b) for b in self.head_budgets.tolist())
+        """Training budget of each head, in head order (plain ints: no tensor is read)."""
+        return self._budgets
+
+    @staticmethod
+    def _sync_budgets(module: FluxViT, _incompatible) -> None:
+        if not module.head_budgets.is_meta:
+            module._budgets = tuple(int(b) for b in module.head_budgets.tolist())
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay (positions and the class token)."""
@@ -256,6 +260,18 @@ class FluxViT(nn.Module):
     def align(self, clip_embedding: torch.Tensor, index: int) -> torch.Tensor:
         """L2-normalised alignment features (B, D) for Flux-Multi co-training."""
         return self.align_projs[index](clip_embedding)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, directory, push_to_hub: bool = False, repo_id: str | None = None,
+                        overwrite: bool = False, **hub_options):
+        """Save as a checkpoint folder in the Hugging Face hub's layout (``model.safetensors``,
+        ``config.json``, ``classes.txt``, ``README.md``), which ``fluxvit.from_pretrained`` and every
+        ``--checkpoint`` load; a non-empty folder only with ``overwrite``; ``push_to_hub`` uploads
+        it to ``repo_id``. Returns the folder. See :func:`fluxvit.models.hub.save_pretrained`."""
+        from fluxvit.models.hub import save_pretrained  # checkpoint I/O sits above the architecture
+
+        return save_pretrained(self, directory, push_to_hub=push_to_hub, repo_id=repo_id, overwrite=overwrite,
+                               **hub_options)
 
     # ------------------------------------------------------------------ cost
     def estimate_flops(self, grid: Grid | int) -> FlopsBreakdown:

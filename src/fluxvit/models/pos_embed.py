@@ -88,7 +88,8 @@ class GlobalPosEmbed(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, t: int, h: int, w: int) -> torch.Tensor:
-        cacheable = not self.training and not torch.is_grad_enabled()
+        # not while torch.export traces: its tensors must not outlive the trace in the cache
+        cacheable = not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if not cacheable:
             return self._compute(t, h, w)
         key = (t, h, w, self.table.device, self.table._version, self.proj.weight._version,

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import torch
 
+from fluxvit import limits
 from fluxvit.errors import CheckpointError, ConfigError, reason
 from fluxvit.models.checkpoint import read_checkpoint, save_checkpoint
-from fluxvit.models.fluxvit import FluxViT, FluxViTConfig, count_modules
+from fluxvit.models.fluxvit import FluxViT, FluxViTConfig
+from fluxvit.models.hub import resolve
 from fluxvit.models.pos_embed import interpolate_table
 from fluxvit.models.release import convert_official_state_dict, release_num_classes
+from fluxvit.models.state_dict import count_modules
+from fluxvit.typecheck import show
 
 _REGISTRY: dict[str, Callable[[], FluxViTConfig]] = {}
 DEFAULT_NUM_CLASSES = 400  # Kinetics-400, the release's; used when neither caller nor file says
@@ -63,9 +67,12 @@ def list_models() -> list[str]:
 def model_config(name: str, **overrides) -> FluxViTConfig:
     """The config of architecture ``name`` with ``overrides`` applied (checked)."""
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {show(name)}; registered: {', '.join(list_models())}")
     cfg = _REGISTRY[name]()
-    return FluxViTConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
+    cfg = FluxViTConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
+    # the classifiers are (heads x clip width x classes) floats: a door for any count a user types
+    limits.NUM_CLASSES.check(cfg.num_classes, "model config 'num_classes'")
+    return cfg
 
 
 def create_model(
@@ -104,6 +111,7 @@ def load_into(
     official = meta.get("format") == "official"
     if meta.get("model") and meta["model"] != name:
         raise CheckpointError(f"{path}: is a checkpoint for {meta['model']}, not {name}")
+    _check_finite(state, path)
     saved_cfg = meta.get("config") or {}
     if official:
         ckpt_classes = release_num_classes(state)
@@ -132,7 +140,16 @@ def load_into(
     classes = meta.get("classes")
     model.class_names = list(classes) if classes and len(classes) == want else None
     model.checkpoint_meta = {k: v for k, v in meta.items() if k not in ("config", "format")}
+    model.checkpoint_path = str(path)  # named by errors about what the weights compute
     return model
+
+
+def _check_finite(state: dict[str, torch.Tensor], path) -> None:
+    """Weights holding NaN or inf (a diverged run, a corrupted file) would turn every output
+    into NaN; refused at load, naming the first such tensor."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weights contain NaN or inf (first: {show(key)})")
 
 
 def _check_against_weights(name: str, saved: dict, state: dict[str, torch.Tensor], path) -> None:
@@ -199,6 +216,27 @@ def load_checkpoint(path: str | os.PathLike, num_classes: int | None = None) -> 
     if meta.get("format") != "fluxvit" or not meta.get("model"):
         raise CheckpointError(f"{path}: carries no model name; use create_model(NAME, checkpoint=...)")
     return create_model(meta["model"], num_classes=num_classes, checkpoint=path)
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    num_classes: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | None = None,
+    local_files_only: bool = False,
+) -> FluxViT:
+    """Load a checkpoint folder (what :meth:`FluxViT.save_pretrained` writes; any checkpoint
+    :func:`load_checkpoint` reads) or a Hugging Face hub repo ``"user/name"`` in that layout.
+
+    An existing local path is read as it is and never touches the network. Otherwise a repo id
+    is fetched into the Hugging Face cache (at ``revision``, into ``cache_dir`` if given) with
+    huggingface_hub (``pip install 'fluxvit[hub]'``); with ``HF_HUB_OFFLINE=1`` or
+    ``local_files_only`` only the cache is read. Every failure is one :class:`CheckpointError` line.
+    """
+    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                     local_files_only=local_files_only)
+    return load_checkpoint(folder, num_classes=num_classes)
 
 
 def convert_checkpoint(

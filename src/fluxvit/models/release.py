@@ -10,12 +10,16 @@ entry (resized to the config's grid when the release's differs) and records each
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 
 from fluxvit.errors import CheckpointError
-from fluxvit.models.fluxvit import FluxViTConfig, count_modules
 from fluxvit.models.pos_embed import interpolate_table
+from fluxvit.models.state_dict import count_modules
+
+if TYPE_CHECKING:  # annotations only: checkpoint I/O does not import the architecture
+    from fluxvit.models.fluxvit import FluxViTConfig
 
 log = logging.getLogger(__name__)
 

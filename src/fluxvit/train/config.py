@@ -1,8 +1,11 @@
 """Training configuration as data: defaults -> a YAML file -> ``key=value`` overrides.
 
 Every section is a dataclass; :func:`load_config` builds the defaults, merges the YAML file,
-then applies dotted overrides (``optim.lr=3e-4``, ``flux.frames=[4,8,2]``), checks every key
-and type, and validates the combination (:func:`validate`) so that a wrong setting ends in one
+then applies dotted overrides (``optim.lr=3e-4``, ``flux.frames=[4,8,2]``), checks every key,
+type and range (each numeric field states its range in its metadata, :func:`_meta`; counts of
+resources also count against the caps of :mod:`fluxvit.limits`), and validates the combination
+(:func:`validate`: choices, values that relate to each other, every grid the run will use
+against the token cap) so that a wrong setting ends in one
 :class:`~fluxvit.errors.ConfigError` line before any work starts. :func:`save_config` writes
 the final config beside the run.
 """
@@ -10,6 +13,7 @@ the final config beside the run.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +21,36 @@ from typing import Any
 
 import yaml
 
+from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
+from fluxvit.files import read_text
 from fluxvit.flux.grid import FluxGrid, Grid
-from fluxvit.typecheck import coerce, show
+from fluxvit.typecheck import bounds, coerce, in_range, show
 
 PRECISIONS = ("fp32", "bf16")
+DATA_SOURCES = ("csv", "synthetic")
+DEVICES = "auto, cpu, cuda, cuda:N"
+_DEVICE_RE = re.compile(r"^(?:auto|cpu|cuda(?::\d{1,3})?)$")  # as fluxvit.placement reads it
 _FLUX = FluxGrid()  # the family's defaults are FluxGrid's
+
+
+def _meta(lo: float | None = None, hi: float | None = None, above: float | None = None, *,
+          below: float | None = None, cap: limits.Limit | None = None) -> dict:
+    """A field's range as :func:`~fluxvit.typecheck.bounds` states it, plus two extras checked by
+    :func:`_check_field`: ``below`` (an open upper end, ``value < below``) and ``cap`` (a
+    :class:`~fluxvit.limits.Limit` the value counts against, read when checked)."""
+    meta = dict(bounds(lo, hi, above))
+    if below is not None:
+        meta["below"] = below
+    if cap is not None:
+        meta["cap"] = cap
+    return meta
+
+
+_POSITIVE = bounds(lo=1)  # counts of steps, clips, frames, tokens
+_WEIGHT = bounds(lo=0)  # loss weights, alphas, learning rates that may be 0
+_PROBABILITY = bounds(0, 1)
 
 
 @dataclass
@@ -32,9 +59,10 @@ class ModelConfig:
 
     name: str = "fluxvit_nano_patch14"
     checkpoint: str | None = None  # fine-tune from this (ours or an official release file)
-    num_classes: int | None = None  # default: the data's class count
-    head_budgets: list[int] | None = None  # override the architecture's per-head budgets
-    drop_path: float = 0.0
+    num_classes: int | None = field(default=None, metadata=_meta(1, cap=limits.NUM_CLASSES))  # default: the data's
+    # override the architecture's per-head budgets
+    head_budgets: list[int] | None = field(default=None, metadata=_meta(1, cap=limits.GRID_TOKENS))
+    drop_path: float = field(default=0.0, metadata=_meta(0, below=1))
     grad_checkpointing: bool = False
 
 
@@ -48,19 +76,20 @@ class DataConfig:
     val: str | None = None  # validation annotation file (csv source)
     root: str | None = None  # video root; default: the annotation file's folder
     classes: list[str] | None = None  # synthetic: class subset (default: all)
-    train_per_class: int = 48  # synthetic: training clips per class
-    val_per_class: int = 16  # synthetic: validation clips per class
-    size: int = 112  # synthetic: rendered frame size (px)
-    frames: int = 16  # synthetic: rendered frames per clip
-    batch_size: int = 8  # clips per rank per micro-step
-    workers: int = 0  # DataLoader worker processes
+    train_per_class: int = field(default=48, metadata=_POSITIVE)  # synthetic: training clips per class
+    val_per_class: int = field(default=16, metadata=_POSITIVE)  # synthetic: validation clips per class
+    size: int = field(default=112, metadata=bounds(lo=32))  # synthetic: rendered frame size (px, even)
+    frames: int = field(default=16, metadata=bounds(lo=2))  # synthetic: rendered frames per clip
+    batch_size: int = field(default=8, metadata=_meta(1, cap=limits.BATCH_SIZE))  # clips per rank per micro-step
+    workers: int = field(default=0, metadata=_meta(0, cap=limits.WORKERS))  # DataLoader worker processes
     # csv: keep up to this many GiB of decoded frames in memory per process, so each video is
     # decoded once rather than every epoch (small datasets, few cores); 0: no cache
-    cache_gb: float = 0.0
+    cache_gb: float = field(default=0.0, metadata=bounds(lo=0))
     flip: bool = True  # random horizontal flip (turn off for direction-sensitive classes)
     # Random resized crop: the fraction of the frame's area and the aspect-ratio range (w/h) of
     # the box. The defaults are the release's (Kinetics); data whose evidence is small or
-    # pixel-fine wants a narrower range ([1, 1] and [1, 1]: the whole frame, no crop).
+    # pixel-fine wants a narrower range ([1, 1] and [1, 1]: the whole frame, no crop). Their
+    # ranges (0 < min <= max <= 1; 0 < min <= max) are checked as pairs by validate().
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
 
@@ -70,10 +99,11 @@ class FluxConfig:
     """Sampling grids. Flux draws one (T, R) per batch from the family; ``fixed`` (``TxR``)
     pins every batch to one grid, as the fixed-grid baseline does."""
 
-    frames: list[int] = field(default_factory=lambda: list(_FLUX.frames))  # start, stop (incl.), step
-    sizes: list[int] = field(default_factory=lambda: list(_FLUX.sizes))
-    min_tokens: int = _FLUX.min_tokens
-    max_tokens: int = _FLUX.max_tokens
+    # start, stop (incl.), step
+    frames: list[int] = field(default_factory=lambda: list(_FLUX.frames), metadata=_POSITIVE)
+    sizes: list[int] = field(default_factory=lambda: list(_FLUX.sizes), metadata=_POSITIVE)
+    min_tokens: int = field(default=_FLUX.min_tokens, metadata=_POSITIVE)
+    max_tokens: int = field(default=_FLUX.max_tokens, metadata=_POSITIVE)
     fixed: str | None = None
 
     def grids(self, patch_size: int) -> tuple[Grid, ...]:
@@ -92,46 +122,49 @@ class ObjectiveConfig:
     token and pooled-feature alignment to a frozen teacher."""
 
     name: str = "flux_multi"
-    budget: int | None = None  # fixed/flux/distill: tokens kept (default: fixed keeps all, the others head 0's)
-    head: int | None = None  # fixed/flux: head trained (default: the head nearest the budget)
-    align_weight: float = 1.0  # flux_multi: weight of the alignment loss
+    # fixed/flux/distill: tokens kept (default: fixed keeps all, the others head 0's)
+    budget: int | None = field(default=None, metadata=_meta(1, cap=limits.GRID_TOKENS))
+    head: int | None = field(default=None, metadata=bounds(lo=0))  # fixed/flux: head trained (default: nearest)
+    align_weight: float = field(default=1.0, metadata=_WEIGHT)  # flux_multi: weight of the alignment loss
     teacher: str | None = None  # distill: registered architecture of the teacher
     teacher_checkpoint: str | None = None  # distill: its weights
     teacher_grid: str | None = None  # distill: TxR the teacher sees (default: the batch grid)
-    token_weight: float = 1.0  # distill: token-feature alignment weight
-    pooled_weight: float = 1.0  # distill: pooled-feature alignment weight
-    supervised_weight: float = 0.0  # distill: cross-entropy on head 0 as well (0: pure distillation)
+    token_weight: float = field(default=1.0, metadata=_WEIGHT)  # distill: token-feature alignment weight
+    pooled_weight: float = field(default=1.0, metadata=_WEIGHT)  # distill: pooled-feature alignment weight
+    # distill: cross-entropy on head 0 as well (0: pure distillation)
+    supervised_weight: float = field(default=0.0, metadata=_WEIGHT)
 
 
 @dataclass
 class OptimConfig:
     """AdamW with layer-wise lr decay, cosine schedule with linear warm-up, and regularisers."""
 
-    lr: float = 1e-3  # peak learning rate (already scaled for the global batch)
-    min_lr: float = 1e-6
-    warmup_lr: float = 1e-6
-    warmup_steps: int = 0
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    layer_decay: float = 0.75  # lr scale per layer below the top (1: off)
-    clip_grad: float | None = None  # max global grad norm
-    accum_steps: int = 1  # micro-batches per optimiser step
-    label_smoothing: float = 0.1
-    mixup: float = 0.0  # mixup alpha (0: off)
-    cutmix: float = 0.0  # cutmix alpha (0: off)
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5  # chance of cutmix when both are on
+    lr: float = field(default=1e-3, metadata=bounds(above=0))  # peak learning rate (scaled for the global batch)
+    min_lr: float = field(default=1e-6, metadata=_WEIGHT)  # the cosine's end (at most lr)
+    warmup_lr: float = field(default=1e-6, metadata=_WEIGHT)  # the warm-up's start (at most lr)
+    warmup_steps: int = field(default=0, metadata=bounds(lo=0))
+    weight_decay: float = field(default=0.05, metadata=_WEIGHT)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=_meta(0, below=1))
+    eps: float = field(default=1e-8, metadata=bounds(above=0))
+    layer_decay: float = field(default=0.75, metadata=bounds(hi=1, above=0))  # lr scale per layer below the top
+    clip_grad: float | None = field(default=None, metadata=bounds(lo=0))  # max global grad norm (0 or null: off)
+    accum_steps: int = field(default=1, metadata=_POSITIVE)  # micro-batches per optimiser step
+    label_smoothing: float = field(default=0.1, metadata=_meta(0, below=1))
+    mixup: float = field(default=0.0, metadata=_WEIGHT)  # mixup alpha (0: off)
+    cutmix: float = field(default=0.0, metadata=_WEIGHT)  # cutmix alpha (0: off)
+    mixup_prob: float = field(default=1.0, metadata=_PROBABILITY)
+    mixup_switch_prob: float = field(default=0.5, metadata=_PROBABILITY)  # chance of cutmix when both are on
 
 
 @dataclass
 class EvalConfig:
     """Validation during and after training: one view per clip at one grid and budget."""
 
-    every: int = 0  # steps between validations (0: only at the end)
+    every: int = field(default=0, metadata=bounds(lo=0))  # steps between validations (0: only at the end)
     grid: str | None = None  # TxR (default: the architecture's default grid)
-    budget: int | None = None  # tokens (default: head 0's budget, capped by the grid)
-    max_clips: int | None = None
+    # tokens (default: head 0's budget, capped by the grid)
+    budget: int | None = field(default=None, metadata=_meta(1, cap=limits.GRID_TOKENS))
+    max_clips: int | None = field(default=None, metadata=_POSITIVE)  # null: every clip
 
 
 @dataclass
@@ -139,15 +172,16 @@ class TrainConfig:
     """A whole training run."""
 
     out_dir: str = "runs/train"
-    seed: int = 0
-    steps: int = 100  # optimiser steps
-    precision: str = "fp32"
+    seed: int = field(default=0, metadata=_meta(0, below=2**63))
+    steps: int = field(default=100, metadata=_POSITIVE)  # optimiser steps
+    precision: str = "fp32"  # fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    ema_decay: float | None = None  # keep an EMA of the weights (e.g. 0.9999)
-    log_every: int = 1
-    ckpt_every: int = 50
-    keep_last: int = 2
-    max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
+    # keep an EMA of the weights (e.g. 0.9999); 0 or null: none (1 would never leave the initial weights)
+    ema_decay: float | None = field(default=None, metadata=_meta(0, below=1))
+    log_every: int = field(default=1, metadata=_POSITIVE)
+    ckpt_every: int = field(default=50, metadata=_POSITIVE)
+    keep_last: int = field(default=2, metadata=_POSITIVE)
+    max_bad_steps: int = field(default=5, metadata=_POSITIVE)  # consecutive non-finite losses that stop the run
     tensorboard: bool = False
     progress: bool | None = None  # progress bar (default: when stderr is a terminal)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -181,6 +215,15 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 reads 1e-3 and 1.0e3 as strings (its floats need a dot and a signed exponent); read
+# them as the numbers everyone means, in files as in --set overrides.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def _load_yaml(text: str) -> Any:
     """Plain data from YAML ``text``; :class:`ConfigError` (no location) if it cannot be read."""
     try:
@@ -202,17 +245,53 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
     if not isinstance(values, dict):
         raise ConfigError(f"config section {prefix.rstrip('.') or '<top>'!r} must be a mapping")
     hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         full = f"{prefix}{key}"
-        if key not in names:
-            known = ", ".join(sorted(names))
+        if key not in fields:
+            known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {show(full)} (known here: {known})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, f"{full}.")
         else:
-            setattr(obj, key, coerce(value, hints[key], full))
+            value = coerce(value, hints[key], full)
+            _check_field(value, fields[key], full)
+            setattr(obj, key, value)
+
+
+def _check_field(value: Any, f: dataclasses.Field, key: str) -> None:
+    """``value`` (already of the field's type) against the range in the field's metadata
+    (:func:`_meta`); lists item by item, None passes. One :class:`ConfigError` naming ``key``."""
+    lo, hi, above = f.metadata.get("range", (None, None, None))
+    below, cap = f.metadata.get("below"), f.metadata.get("cap")
+    in_range(value, key, None if below is not None else lo, hi, above)
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if v is None or isinstance(v, (bool, str)):
+            continue
+        if below is not None and not ((lo is None or v >= lo) and v < below):
+            span = f"at least {_num(lo)} and less than {_num(below)}" if lo is not None else f"less than {_num(below)}"
+            raise ConfigError(f"config key {key!r} must be {span}, got {show(v)}")
+        if cap is not None:
+            cap.check(v, f"config key {key!r}")
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def check_values(obj: Any, prefix: str = "") -> None:
+    """Check the type and range of every field of the config dataclass ``obj`` and of its
+    sections (a config built in code has not been through :func:`_merge`)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, f"{key}.")
+            continue
+        value = coerce(value, hints[f.name], key)
+        _check_field(value, f, key)
+        setattr(obj, f.name, value)
 
 
 def _parse_override(text: str) -> dict:
@@ -247,13 +326,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = TrainConfig()
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-            raise ConfigError(f"{path}: cannot read config ({reason})") from None
+        text = read_text(path, "config file", ConfigError)
         try:
             data = _load_yaml(text) or {}
             _merge(cfg, data)
@@ -284,47 +357,35 @@ def save_config(cfg: TrainConfig, path: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- validation
 def validate(cfg: TrainConfig) -> None:
-    """Check the combination of settings; raise one :class:`ConfigError` line on the first problem."""
+    """Check every value (type and range), then the combination of settings; raise one
+    :class:`ConfigError` line on the first problem. Nothing is built, read or written, and the
+    grids are checked against :data:`~fluxvit.limits.GRID_TOKENS` from the ends of their ranges,
+    so the check takes milliseconds whatever the ranges say."""
     from fluxvit.models.registry import model_config
     from fluxvit.train.objectives import OBJECTIVES
+
+    check_values(cfg)
+    obj = cfg.objective
+    _check_choice("objective.name", obj.name, OBJECTIVES)
+    _check_choice("precision", cfg.precision, PRECISIONS)
+    _check_choice("data.source", cfg.data.source, DATA_SOURCES)
+    if not _DEVICE_RE.match(cfg.device.strip().lower()):
+        raise ConfigError(f"device {cfg.device!r} is not one of {DEVICES}")
+    if not cfg.out_dir.strip():
+        raise ConfigError("out_dir is empty (give the folder the run is written to)")
+    if cfg.data.source == "csv" and not cfg.data.train:
+        raise ConfigError("data.source is 'csv' but data.train (the training annotation file) is not set")
+    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).exists():
+        raise ConfigError(f"model.checkpoint {cfg.model.checkpoint}: no such file")
+    _check_optim(cfg.optim, cfg.steps)
+    _check_data(cfg)
 
     overrides = {"head_budgets": cfg.model.head_budgets} if cfg.model.head_budgets else {}
     arch = model_config(cfg.model.name, **overrides)
     patch = arch.patch_size
-    obj = cfg.objective
-    if obj.name not in OBJECTIVES:
-        raise ConfigError(f"objective.name {obj.name!r} is not one of {', '.join(OBJECTIVES)}")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
-    if cfg.data.source not in ("csv", "synthetic"):
-        raise ConfigError(f"data.source {cfg.data.source!r} is not 'csv' or 'synthetic'")
-    if cfg.data.source == "csv" and not cfg.data.train:
-        raise ConfigError("data.source is 'csv' but data.train (the training annotation file) is not set")
-    for key in ("steps", "log_every", "ckpt_every", "keep_last", "max_bad_steps"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.data.cache_gb < 0:
-        raise ConfigError(f"data.cache_gb must be >= 0, got {cfg.data.cache_gb}")
-    if cfg.data.batch_size < 1 or cfg.optim.accum_steps < 1:
-        raise ConfigError("data.batch_size and optim.accum_steps must be >= 1")
-    if not 0.0 <= cfg.model.drop_path < 1.0:
-        raise ConfigError(f"model.drop_path {cfg.model.drop_path} is not in [0, 1)")
-    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
-        raise ConfigError(f"ema_decay {cfg.ema_decay} is not in (0, 1)")
-    if len(cfg.optim.betas) != 2:
-        raise ConfigError(f"optim.betas must be two numbers, got {cfg.optim.betas}")
-    lo, hi = (cfg.data.crop_scale + [0.0, 0.0])[:2]
-    if len(cfg.data.crop_scale) != 2 or not 0.0 < lo <= hi <= 1.0:
-        raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {cfg.data.crop_scale}")
-    lo, hi = (cfg.data.crop_ratio + [0.0, 0.0])[:2]
-    if len(cfg.data.crop_ratio) != 2 or not 0.0 < lo <= hi:
-        raise ConfigError(f"data.crop_ratio must be [min, max] with 0 < min <= max, got {cfg.data.crop_ratio}")
-    for name in ("frames", "sizes"):
-        if len(getattr(cfg.flux, name)) != 3:
-            raise ConfigError(f"flux.{name} must be [start, stop, step], got {getattr(cfg.flux, name)}")
-
     # The grids the student will see, then every budget against them.
-    most = max(g.num_patches(patch) for g in cfg.flux.grids(patch))
+    grids = _train_grids(cfg.flux, patch)
+    most = max(g.num_patches(patch) for g in grids)
     where = f"the fixed grid {cfg.flux.fixed}" if cfg.flux.fixed is not None else "any flux grid"
     if obj.name == "fixed" and cfg.flux.fixed is None:
         raise ConfigError("objective 'fixed' needs flux.fixed (the one grid, e.g. 8x224)")
@@ -340,18 +401,125 @@ def validate(cfg: TrainConfig) -> None:
     if obj.name == "flux_multi" and len(arch.head_budgets) > 1 + arch.num_align_projs:
         raise ConfigError(f"flux_multi needs {len(arch.head_budgets) - 1} alignment projectors, "
                           f"{cfg.model.name} has {arch.num_align_projs}")
-    if cfg.eval.grid is not None:
-        eval_grid = Grid.parse(cfg.eval.grid)
-        eval_grid.check_patch(patch)
-        if cfg.eval.budget is not None:
-            eval_grid.with_budget(cfg.eval.budget).num_tokens(patch)
+    if cfg.eval.grid is not None:  # validation runs at the end, after training: checked now
+        _check_grid(cfg.eval.grid, patch, "eval.grid", cfg.eval.budget)
     if obj.name == "distill":
-        if not obj.teacher:
-            raise ConfigError("objective 'distill' needs objective.teacher (a registered model name)")
-        model_config(obj.teacher)  # unknown names fail here
-        if not obj.teacher_checkpoint:
-            raise ConfigError("objective 'distill' needs objective.teacher_checkpoint (the teacher's weights)")
-        if not Path(obj.teacher_checkpoint).exists():
-            raise ConfigError(f"teacher checkpoint {obj.teacher_checkpoint}: no such file")
-        if obj.teacher_grid is not None:
-            Grid.parse(obj.teacher_grid).check_patch(patch)
+        _check_distill(obj, grids, model_config)
+
+
+def _check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} {value!r} is not one of {', '.join(choices)}")
+
+
+MAX_MICRO_STEPS = 2**62  # the batch plan's micro-steps (fluxvit.data.batches.PlannedBatches)
+
+
+def _check_optim(o: OptimConfig, steps: int) -> None:
+    """The values of the optimiser that relate to each other or to ``steps`` (each range on
+    its own is the field's)."""
+    if len(o.betas) != 2:
+        raise ConfigError(f"optim.betas must be two numbers, got {show(o.betas)}")
+    if steps * o.accum_steps > MAX_MICRO_STEPS:
+        raise ConfigError(f"steps x optim.accum_steps is {show(steps * o.accum_steps)} micro-batches, "
+                          f"more than the {MAX_MICRO_STEPS} a run can plan")
+    if o.lr * o.weight_decay >= 1:  # AdamW scales every weight by 1 - lr x weight_decay each step
+        raise ConfigError(f"optim.lr x optim.weight_decay is {o.lr * o.weight_decay:g}; it must be below 1 "
+                          f"(AdamW multiplies the weights by 1 - lr x weight_decay every step)")
+    if o.min_lr > o.lr:  # the cosine would climb from lr to min_lr
+        raise ConfigError(f"optim.min_lr {o.min_lr:g} is more than optim.lr {o.lr:g}")
+    if o.warmup_steps and o.warmup_lr > o.lr:  # the warm-up would fall to lr
+        raise ConfigError(f"optim.warmup_lr {o.warmup_lr:g} is more than optim.lr {o.lr:g}")
+
+
+def _check_data(cfg: TrainConfig) -> None:
+    d = cfg.data
+    lo, hi = (d.crop_scale + [0.0, 0.0])[:2]
+    if len(d.crop_scale) != 2 or not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {show(d.crop_scale)}")
+    lo, hi = (d.crop_ratio + [0.0, 0.0])[:2]
+    if len(d.crop_ratio) != 2 or not 0.0 < lo <= hi:
+        raise ConfigError(f"data.crop_ratio must be [min, max] with 0 < min <= max, got {show(d.crop_ratio)}")
+    if d.source != "synthetic":
+        return
+    # The synthetic benchmark is rendered in memory before training: its size, frames, class
+    # list and clip count are checked here, as the renderer would, but before any of it.
+    from fluxvit.data.synthetic import CLASSES, DEFAULT_CLASSES
+
+    if d.size % 2:
+        raise ConfigError(f"config key 'data.size' must be an even number of pixels, got {d.size}")
+    limits.FRAME_PIXELS.check(d.size * d.size, f"config key 'data.size' {d.size}")
+    limits.CLIP_PIXELS.check(d.frames * d.size * d.size, f"data.frames {d.frames} x data.size {d.size}")
+    names = DEFAULT_CLASSES if d.classes is None else d.classes
+    for name in names:
+        if name not in CLASSES:
+            raise ConfigError(f"data.classes: unknown synthetic class {show(name)} (known: {', '.join(CLASSES)})")
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"data.classes must name each class once, got {show(d.classes)}")
+    clips = (d.train_per_class + d.val_per_class) * len(names)
+    limits.SYNTH_CLIPS.check(clips, f"data.train_per_class + data.val_per_class for {len(names)} classes")
+    # (model.num_classes against the data's class count is the trainer's to check, once it has the
+    # data: an in-process caller's clips replace the synthetic ones.)
+
+
+def _check_grid(grid: str | Grid, patch: int, key: str, budget: int | None = None) -> Grid:
+    """``grid`` (``TxR`` text or a Grid), a grid the run uses, checked: its form, H and W
+    multiples of ``patch``, its tokens and frame pixels within the caps, ``budget`` within its
+    tokens. Errors name ``key``."""
+    try:
+        grid = Grid.parse(grid) if isinstance(grid, str) else grid
+        grid.check_patch(patch)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    limits.GRID_TOKENS.check(grid.num_patches(patch), f"{key} {grid}")
+    limits.FRAME_PIXELS.check(grid.height * grid.width, f"{key} {grid}")
+    if budget is not None:
+        try:
+            grid.with_budget(budget).num_tokens(patch)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    return grid
+
+
+def _train_grids(flux: FluxConfig, patch: int) -> tuple[Grid, ...]:
+    """The grids a student of ``patch`` trains on, checked. A flux range's every value must fit
+    a grid within the token cap (its end at the other range's start), which bounds the family
+    before :class:`FluxGrid` lists it; the listed grids themselves are within ``max_tokens``."""
+    if flux.fixed is not None:
+        return (_check_grid(flux.fixed, patch, "flux.fixed"),)
+    for name in ("frames", "sizes"):
+        value = getattr(flux, name)
+        if len(value) != 3:
+            raise ConfigError(f"flux.{name} must be [start, stop, step], got {show(value)}")
+        if value[1] < value[0]:
+            raise ConfigError(f"flux.{name} {show(value)}: stop {value[1]} is below start {value[0]}")
+    if flux.min_tokens > flux.max_tokens:
+        raise ConfigError(f"flux.min_tokens {flux.min_tokens} is more than flux.max_tokens {flux.max_tokens}")
+    (t0, t1, ts), (r0, r1, rs) = flux.frames, flux.sizes
+    t_last, r_last = t0 + (t1 - t0) // ts * ts, r0 + (r1 - r0) // rs * rs  # the ends the ranges reach
+    limits.GRID_TOKENS.check(t_last * (r0 // patch) ** 2, f"flux.frames {show(flux.frames)}: a grid of "
+                             f"{t_last} frames at {r0} px")
+    limits.GRID_TOKENS.check(t0 * (r_last // patch) ** 2, f"flux.sizes {show(flux.sizes)}: a grid of "
+                             f"{t0} frames at {r_last} px")
+    limits.FRAME_PIXELS.check(r_last * r_last, f"flux.sizes {show(flux.sizes)}: a frame of {r_last} px")
+    return flux.grids(patch)
+
+
+def _check_distill(obj: ObjectiveConfig, grids: tuple[Grid, ...], model_config) -> None:
+    if not obj.teacher:
+        raise ConfigError("objective 'distill' needs objective.teacher (a registered model name)")
+    teacher = model_config(obj.teacher)  # unknown names fail here
+    if not obj.teacher_checkpoint:
+        raise ConfigError("objective 'distill' needs objective.teacher_checkpoint (the teacher's weights)")
+    if not Path(obj.teacher_checkpoint).exists():
+        raise ConfigError(f"teacher checkpoint {obj.teacher_checkpoint}: no such file")
+    if obj.token_weight == obj.pooled_weight == obj.supervised_weight == 0:
+        raise ConfigError("objective 'distill' has token_weight, pooled_weight and supervised_weight all 0: "
+                          "nothing would be learned")
+    # The teacher sees every token of its grid: teacher_grid, else each batch's grid.
+    tp = teacher.patch_size
+    if obj.teacher_grid is not None:
+        _check_grid(obj.teacher_grid, tp, "objective.teacher_grid")
+        return
+    for g in grids:
+        _check_grid(g, tp, f"objective.teacher {obj.teacher} (patch {tp}) on the training grid {g}")

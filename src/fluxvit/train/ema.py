@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from fluxvit.typecheck import in_range
+
 
 class ModelEma:
     """A frozen copy of ``model`` updated as ``ema = decay * ema + (1 - decay) * model``.
@@ -15,7 +17,7 @@ class ModelEma:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
+        self.decay = in_range(decay, "decay", 0.0, 1.0, what="EMA")
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()

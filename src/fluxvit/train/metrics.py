@@ -6,18 +6,24 @@ import json
 import math
 from pathlib import Path
 
+from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 
 
 class MetricsWriter:
     """Append metric records to ``path`` (JSONL); mirror numbers to TensorBoard if asked.
 
-    TensorBoard is imported only when ``tensorboard_dir`` is given, so it stays optional.
+    A run resumed at ``start_step`` first drops the records an interrupted attempt wrote after
+    that step (they are about to be run again) and a line cut short by a kill, so the file
+    describes each step once. TensorBoard is imported only when ``tensorboard_dir`` is given, so
+    it stays optional.
     """
 
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None, start_step: int = 0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _keep_until(self.path, start_step)
         self._file = open(self.path, "a", buffering=1)  # line-buffered: a killed run keeps its lines
         self._tb = None
         if tensorboard_dir is not None:
@@ -41,6 +47,18 @@ class MetricsWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _keep_until(path: Path, step: int) -> None:
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the last line of a killed run
+        if isinstance(record, dict) and not record.get("final") and int(record.get("step") or 0) <= step:
+            kept.append(line + "\n")
+    write_text(path, "".join(kept))
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from fluxvit.typecheck import in_range
+
 
 def smooth_one_hot(target: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """Class ids (B,) -> smoothed one-hot (B, K): 1 - s + s/K on the class, s/K elsewhere."""
@@ -42,6 +44,10 @@ def mix_batch(
     in every frame) when ``cutmix`` > 0 and (``mixup`` is 0 or a coin with ``switch_prob``
     says so), else by Mixup with lam ~ Beta(mixup, mixup). Otherwise only smoothing applies.
     """
+    for key, value, lo, hi in (("mixup", mixup, 0, None), ("cutmix", cutmix, 0, None), ("prob", prob, 0, 1),
+                               ("switch_prob", switch_prob, 0, 1), ("smoothing", smoothing, 0, 1),
+                               ("num_classes", num_classes, 1, None)):
+        in_range(value, key, lo, hi, what="mixup")
     soft = smooth_one_hot(target, num_classes, smoothing)
     coin = torch.rand(2, generator=generator, dtype=torch.float64)
     if (mixup <= 0 and cutmix <= 0) or float(coin[0]) >= prob:

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from fluxvit.typecheck import in_range
+
 
 def layer_id(name: str, depth: int) -> int:
     """Layer of parameter ``name`` (as named inside the model) for a model of ``depth`` blocks."""
@@ -34,6 +36,8 @@ def param_groups(
     """Optimiser groups over ``modules`` ({prefix: module}; the prefix "model" is the student,
     whose parameter names get layer ids; others count as top layers). Each group carries
     ``lr_scale``, applied by :func:`apply_lr`. Frozen parameters are left out."""
+    in_range(weight_decay, "weight_decay", 0, what="optimiser")
+    in_range(layer_decay, "layer_decay", hi=1, above=0, what="optimiser")
     groups: dict[tuple[int, bool], dict] = {}
     for prefix, module in modules.items():
         for name, param in module.named_parameters():

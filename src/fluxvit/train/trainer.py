@@ -11,6 +11,7 @@ needs, read top to bottom.)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -32,8 +33,9 @@ from fluxvit.models.fluxvit import FluxViT
 from fluxvit.models.registry import create_model
 from fluxvit.train import checkpointing
 from fluxvit.train.config import TrainConfig, config_from_dict, load_config, save_config
+from fluxvit.train.config import validate as validate_config
 from fluxvit.train.ema import ModelEma
-from fluxvit.train.metrics import MetricsWriter
+from fluxvit.train.metrics import MetricsWriter, read_metrics
 from fluxvit.train.mixup import mix_batch
 from fluxvit.train.objectives import OBJECTIVES, Learner, Objective, clip_budget
 from fluxvit.train.optim import apply_lr, build_optimizer, cosine_lr, param_groups
@@ -128,6 +130,7 @@ def train(
     val_data: ClipSource | None = None,
     resume: bool | str | Path = False,
     overrides: list[str] | tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train as ``config`` says; returns where the model went and the final metrics.
 
@@ -135,19 +138,73 @@ def train(
     ``key=value``). ``train_data``/``val_data`` replace the sources ``config.data`` describes
     (in-process callers with their own clips). ``resume``: True continues from the newest
     checkpoint in ``<out_dir>/checkpoints`` (a fresh start when there is none), a path from that
-    checkpoint. Under ``torchrun`` every rank calls this; only rank 0 writes.
+    checkpoint; a run that already finished all its steps is returned as it is, untouched.
+    Without ``resume``, an ``out_dir`` holding an earlier run is refused (its model, checkpoints
+    and metrics are never overwritten or mixed with a new run's) unless ``overwrite``, which first
+    moves that run's files aside to ``<out_dir>.old-N``. Under ``torchrun`` every rank calls this;
+    only rank 0 writes.
     """
     if isinstance(config, TrainConfig):
         cfg = config
+        validate_config(cfg)  # built in code: the same checks as a file's
     elif isinstance(config, dict):
         cfg = config_from_dict(config)
     else:
         cfg = load_config(config, overrides)
     info = distributed.setup(cfg.device)
     try:
+        if not resume:
+            _claim_run_dir(Path(cfg.out_dir), overwrite, info)
         return _run(cfg, info, train_data, val_data, resume)
     finally:
         distributed.teardown(info)
+
+
+# what a run leaves in its folder (besides TensorBoard's events)
+_RUN_FILES = (MODEL_NAME, EMA_NAME, METRICS_NAME, CONFIG_NAME, CKPT_DIR, "tensorboard")
+
+
+def _claim_run_dir(out: Path, overwrite: bool, info) -> None:
+    """Refuse a folder that holds an earlier run, or (``overwrite``) move that run's files aside."""
+    try:
+        found = [name for name in _RUN_FILES if (out / name).exists()]
+    except OSError as e:
+        raise ConfigError(f"out_dir {out}: cannot access ({reason(e)})") from None
+    if not found or found == ["tensorboard"]:
+        return
+    if not overwrite:
+        what = "a finished run" if (out / MODEL_NAME).exists() else "an earlier run"
+        raise ConfigError(f"out_dir {out}: holds {what} ({', '.join(found)}); continue it with --resume, choose "
+                          "another out_dir, or pass --overwrite to move it aside first")
+    if info.is_main:
+        aside = _aside_name(out)
+        aside.mkdir(parents=True)
+        for name in found:
+            (out / name).rename(aside / name)
+        log.warning("moved the earlier run in %s to %s", out, aside)
+    distributed.barrier(info)
+
+
+def _aside_name(out: Path) -> Path:
+    base = out.resolve()
+    n = 1
+    while base.with_name(f"{base.name}.old-{n}").exists():
+        n += 1
+    return base.with_name(f"{base.name}.old-{n}")
+
+
+def _finished(cfg: TrainConfig, out: Path, model: FluxViT, start: int, history: list) -> TrainResult | None:
+    """The result of a run that already did all its steps and saved its model (resumed: no work)."""
+    model_path = out / MODEL_NAME
+    if start < cfg.steps or not model_path.is_file():
+        return None
+    final: dict = {}
+    if (out / METRICS_NAME).is_file():
+        records = [r for r in read_metrics(out / METRICS_NAME) if r.get("final")]
+        final = {k: v for k, v in (records[-1] if records else {}).items() if k != "final"}
+    ema_path = out / EMA_NAME
+    log.info("%s: finished all %d steps already; nothing to do", out, cfg.steps)
+    return TrainResult(out, model_path, ema_path if ema_path.is_file() else None, cfg.steps, final, history, model)
 
 
 def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
@@ -160,6 +217,9 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
     if len(train_data) == 0:
         raise ConfigError("the training data has no clips")
     classes = list(train_data.classes)
+    if cfg.model.num_classes is not None and cfg.model.num_classes < len(classes):
+        raise ConfigError(f"model.num_classes {cfg.model.num_classes} is fewer than the training data's "
+                          f"{len(classes)} classes")
     model = build_model(cfg, len(classes))
     objective = build_objective(cfg, model)
     learner = Learner(model, objective).to(info.device)
@@ -188,11 +248,14 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
         except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
             raise CheckpointError(f"{resume_from}: does not fit this run ({reason(e)})") from None
         log.info("resumed from %s at step %d", resume_from, start)
+        done = _finished(cfg, out, model, start, history)
+        if done is not None:
+            return done if info.is_main else dataclasses.replace(done, checkpoint=None, ema_checkpoint=None)
 
     writer = None
     if info.is_main:
         save_config(cfg, out / CONFIG_NAME)
-        writer = MetricsWriter(out / METRICS_NAME, out / "tensorboard" if cfg.tensorboard else None)
+        writer = MetricsWriter(out / METRICS_NAME, out / "tensorboard" if cfg.tensorboard else None, start)
     net: torch.nn.Module = learner
     if info.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
