@@ -285,14 +285,17 @@ class UnionFrames(torch.utils.data.Dataset):
 def token_optimization_scorer(
     model, annotations: Annotations, views: Views = Views(), subset: float = 0.3, workers: int = 0,
     progress: bool = False, placement: Placement = Placement(), selector: str = "group_dynamic",
+    batch_size: int = 8,
 ) -> ScoreManyFn:
     """``score_many(grids, on_subset)``: each video's outcome at every grid of ``grids`` (a
     :class:`Score` each), on an even subset or the whole split, decoding each video once for all
     of them: the frames every grid's views need are read together, then each grid takes its own
-    frames and resizes them (the same pixels and logits as evaluating grid by grid)."""
+    frames and resizes them (the same pixels and logits as evaluating grid by grid).
+    ``batch_size`` videos (all their views) go through the model per grid and forward: at small
+    budgets a forward of one video is mostly fixed overhead."""
     picked = subset_indices(len(annotations), subset)
     check_labels(model, annotations)
-    check_loading(1, workers)
+    check_loading(batch_size, workers)
     name = _names(annotations)
     transform = EvalTransform(num_crops=views.crops)
     device = placement.device
@@ -311,18 +314,30 @@ def token_optimization_scorer(
             from tqdm import tqdm
 
             loader = tqdm(loader, desc=f"search {len(grids)} grids", unit="video", leave=False)
+        def run(items) -> None:  # every grid over a batch of decoded videos
+            for g in grids:
+                # each video's views at this grid: (clips x crops, 3, T, R, R)
+                per_video = [torch.cat([transform(clip, g.height) for clip in frames[positions[g.frames]]])
+                             for _, _, frames, positions in items]
+                video = torch.cat(per_video).to(device)
+                ids = [row for (row, _, _, _), v in zip(items, per_video) for _ in range(len(v))]
+                labels = torch.tensor([label for (_, label, _, _), v in zip(items, per_video) for _ in range(len(v))])
+                with placement.autocast():
+                    logits = model(video, num_tokens=g.budget, selector=selector).float().cpu()
+                check_finite(logits, model, lambda i, ids=ids: name(ids[i]))
+                accumulators[g].add(logits, labels, ids)
+
         with torch.no_grad():
+            pending = []
             for item in loader:
                 if isinstance(item, BrokenClip):
                     continue  # skipped here as in every grid's own evaluation
-                row, label, frames, positions = item
-                for g in grids:
-                    clips = frames[positions[g.frames]]  # (clips, T, H, W, 3)
-                    video = torch.cat([transform(clip, g.height) for clip in clips]).to(device)
-                    with placement.autocast():
-                        logits = model(video, num_tokens=g.budget, selector=selector).float().cpu()
-                    check_finite(logits, model, lambda _i, row=row: name(row))
-                    accumulators[g].add(logits, torch.full((video.shape[0],), label), [row] * len(video))
+                pending.append(item)
+                if len(pending) == batch_size:
+                    run(pending)
+                    pending = []
+            if pending:
+                run(pending)
         outcomes = {g: acc.result(per_video=True)["per_video"] for g, acc in accumulators.items()}
         merged = {g: {} for g in grids}
         for part in distributed.gather_objects(outcomes, job):
