@@ -320,20 +320,34 @@ def _accelerate(model, args: argparse.Namespace, placement):
     return accelerate(model, args.quantize, args.compile, placement), placement
 
 
+def _latency_budget(model, grid, latency_ms: float, placement, sample_videos, views) -> int:
+    """:func:`~fluxvit.evaluate.latency.budget_for_latency` end to end on the first of a few
+    sample videos that decodes, else (none does) on the forward alone, saying so."""
+    from fluxvit.errors import VideoError
+    from fluxvit.evaluate.latency import budget_for_latency
+
+    for video in list(sample_videos)[:4]:
+        try:
+            return budget_for_latency(model, grid, latency_ms, placement, video=video, views=views)
+        except VideoError:
+            continue
+    logging.getLogger("fluxvit").warning("latency: no sample video decodes; budgeting the forward alone")
+    return budget_for_latency(model, grid, latency_ms, placement)
+
+
 def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None,
-                 placement):
+                 placement, sample_videos=(), views=None):
     """The grid to sample and the budget to keep: --grid wins, then TO's stored choice, then the
-    model's default grid; --latency-ms picks the largest budget that fits this machine."""
+    model's default grid; --latency-ms picks the largest budget whose whole request (decoding
+    the first readable of ``sample_videos``, preprocessing, the forward) fits this machine."""
     from fluxvit.evaluate.runner import sampling_grid
     from fluxvit.flux.grid import Grid, check_budget
 
     check_budget(budget)  # the user's value: its error names no checkpoint
     if latency_ms is not None:
-        from fluxvit.evaluate.latency import budget_for_latency
-
         if budget is not None:
             raise ConfigError("give --budget or --latency-ms, not both")
-        budget = budget_for_latency(model, sampling_grid(model, None), latency_ms, placement)
+        budget = _latency_budget(model, sampling_grid(model, None), latency_ms, placement, sample_videos, views)
         logging.getLogger("fluxvit").info("latency %.1f ms -> budget %d tokens", latency_ms, budget)
     try:
         g = Grid.parse(grid, budget=budget) if grid else sampling_grid(model, budget)
@@ -359,8 +373,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = _load_model(args.checkpoint, predict=args)
     placement = _placement(args, sharded=True)
     model, placement = _accelerate(model, args, placement)
-    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
     ann = read_annotations(args.data, args.data_root)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement,
+                        [r.path for r in ann.records[:4]], views)
     if args.save_features:  # refused before the evaluation, not after it
         from fluxvit.files import refuse_overwriting_input
 
@@ -408,18 +423,26 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     views = Views.parse(args.views)
     check_loading(1, args.workers)
     in_range(args.refine, "--refine", lo=1, what="option")  # search_budgets takes any count
+    if (args.cost == "latency") != (args.latency_ms is not None):
+        raise ConfigError("--cost latency and --latency-ms X go together (the target the grid and budget must fit)")
+    in_range(args.latency_ms, "--latency-ms", above=0, what="option")
     model = _load_model(args.checkpoint)
     ann = read_annotations(args.data, args.data_root)
     report = token_optimization_report(
         model, ann, args.budgets, space, views, subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
         workers=args.workers, min_gain_se=args.min_gain_se, placement=_placement(args, sharded=True),
+        latency_ms=args.latency_ms,
     )
     from fluxvit import distributed
 
     if not distributed.current().is_main:
         return 0
     print(report.table)
+    if report.latency:
+        from fluxvit.evaluate.workflow import latency_line
+
+        print(latency_line(report.latency))
     print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
     return 0
 
@@ -463,7 +486,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = _load_model(args.checkpoint, predict=args)
     placement = _placement(args)
     model, placement = _accelerate(model, args, placement)
-    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement, paths[:4],
+                        views)
     # Two decoding processes by default for a batch of videos: on 2 cores, 640x360 10 s clips went
     # from 2.7 to 4.2 videos/s (one worker: 2.6, decoding-bound); a few videos pay no start-up.
     workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if len(paths) >= 4 else 0)
@@ -585,6 +609,10 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--min-gain-se", type=_float, default=2.0,
                    help="keep the model's default grid unless another beats it by more than this many standard "
                         "errors of the paired difference on the same videos (0: take the best outright, as the paper)")
+    p.add_argument("--cost", choices=("gflops", "latency"), default="gflops",
+                   help="gflops: the best grid per token budget (default); latency: also the most accurate grid and "
+                        "budget whose end-to-end time here (decode + preprocess + forward) fits --latency-ms")
+    p.add_argument("--latency-ms", type=_float, default=None, help="the end-to-end target of --cost latency")
     p.add_argument("--out", default="runs/optimize", help="folder for report.md and the plot")
     p.add_argument("--save-to", default=None, help="checkpoint to store the choices in (default: --checkpoint)")
 
@@ -620,6 +648,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fluxvit.timing import matmul_gflops
 
     placement = _acceleration_placement(args, _placement(args))
+    if args.end_to_end:
+        from fluxvit.data.video import check_file
+
+        check_file(args.end_to_end)
     cases = {}  # every case is checked before the first model is built or timed
     for name in args.models:
         cfg = model_config(name)
@@ -639,12 +671,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model, _ = _accelerate(create_model(name).to(device).eval(), args, placement)
         for tokens, grid, batch in measured:
             row = forward_speed(model, grid, tokens, batch, dtype, args.repeats, peak).to_dict()
+            if args.end_to_end and batch == 1:  # one request: decode + preprocess + forward
+                from fluxvit.evaluate.latency import measure_end_to_end
+
+                request = grid.with_budget(tokens)
+                row["end_to_end"] = measure_end_to_end(model, args.end_to_end, [request], None, placement,
+                                                       args.repeats)[request].to_dict()
             rows.append(row)
             if not args.json:
                 share = row["fraction_of_peak"]
                 print(f"{name:<24} {tokens:>6} tokens  {row['grid']:>8}  batch {batch:<3} {row['ms']:>9.1f} ms"
                       f"  {row['gflop_per_s']:>7.1f} GFLOP/s  "
-                      f"{'    -' if share is None else f'{100 * share:5.1f}'}% of peak", flush=True)
+                      f"{'    -' if share is None else f'{100 * share:5.1f}'}% of peak"
+                      + ("  end to end {total_ms:.1f} ms (decode {decode_ms:.1f}, preprocess {preprocess_ms:.1f})"
+                         .format(**row["end_to_end"]) if "end_to_end" in row else ""), flush=True)
     chosen = dtype_name(placement.dtype)
     result = {"machine": machine(device), "dtype": chosen, "dtype_asked": args.dtype,
               "matmul_peak_gflops": round(peak, 1), "quantize": args.quantize, "compile": args.compile,
@@ -673,6 +713,9 @@ def _add_bench(sub) -> None:
     _add_acceleration(p)
     p.set_defaults(dtype="fp32")  # a benchmark measures what it is told to; --dtype auto shows auto's choice
     p.add_argument("--repeats", type=_int, default=3, help="timed calls per case (median reported)")
+    p.add_argument("--end-to-end", default=None, metavar="VIDEO",
+                   help="also time whole requests on this video at batch 1: decoding the grid's frames, "
+                        "preprocessing and the forward")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
 

@@ -1,11 +1,22 @@
-"""Latency budgets: measure how long a forward takes on this device at each token budget and
-pick the largest budget that fits a target latency. Measurements are cached per device."""
+"""Latency budgets: how long a request takes on this machine, and the largest budget that fits.
+
+:func:`measure_latency` times the forward alone at each token budget (cached per device,
+precision and model). :func:`measure_end_to_end` times what a user waits for: decoding the
+grid's frames from a real video, preprocessing them (resize, crop, normalise) and the forward;
+sampling 16 frames instead of 8 doubles the decoding, which at small budgets can cost more than
+the transformer. ``optimize --cost latency --latency-ms X`` picks the grid and budget with the
+best accuracy whose end-to-end time fits (:func:`choose_for_latency`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import statistics
+import time
+from collections.abc import Hashable, Mapping
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -13,7 +24,7 @@ from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement, cache_dir, device_key, dtype_name
-from fluxvit.timing import time_call
+from fluxvit.timing import synchronize, time_call
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +77,97 @@ def measure_latency(
     return {b: known[b] for b in budgets}
 
 
-def budget_for_latency(model, grid: Grid, target_ms: float, placement: Placement = Placement()) -> int:
-    """The largest budget on :func:`budget_ladder` whose forward fits ``target_ms`` here."""
-    if target_ms <= 0:
+def budget_for_latency(model, grid: Grid, target_ms: float, placement: Placement = Placement(),
+                       video: str | os.PathLike | None = None, views=None) -> int:
+    """The largest budget on :func:`budget_ladder` that fits ``target_ms`` here: the forward alone,
+    or with ``video`` the whole request (decoding ``grid``'s frames from it, preprocessing, the
+    forward over ``views``), as :func:`measure_end_to_end` measures it."""
+    if not target_ms > 0:
         raise ConfigError(f"latency target must be positive, got {target_ms} ms")
     ladder = budget_ladder(grid.num_patches(model.patch_size))
-    times = measure_latency(model, grid, ladder, placement)
+    if video is not None:
+        costs = measure_end_to_end(model, video, [grid.with_budget(b) for b in ladder], views, placement, repeats=2)
+        times = {b: costs[grid.with_budget(b)].total_ms for b in ladder}
+    else:
+        times = measure_latency(model, grid, ladder, placement)
     fitting = [b for b in ladder if times[b] <= target_ms]
     if not fitting:
+        what = f"end to end ({video})" if video is not None else "(forward)"
         raise ConfigError(
-            f"no token budget fits {target_ms} ms on {device_key(placement.device)} ({dtype_name(placement.dtype)}): "
-            f"the smallest ({ladder[0]} tokens) takes {times[ladder[0]]:.1f} ms"
+            f"no token budget fits {target_ms} ms {what} on {device_key(placement.device)} "
+            f"({dtype_name(placement.dtype)}): the smallest ({ladder[0]} tokens) takes {times[ladder[0]]:.1f} ms"
         )
     return max(fitting)
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Median milliseconds of one request at a grid and budget: decode, preprocess, forward."""
+
+    decode_ms: float
+    preprocess_ms: float
+    forward_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.decode_ms + self.preprocess_ms + self.forward_ms
+
+    def to_dict(self) -> dict:
+        return {**{k: round(v, 2) for k, v in asdict(self).items()}, "total_ms": round(self.total_ms, 2)}
+
+
+def measure_end_to_end(
+    model, video: str | os.PathLike, grids: list[Grid], views=None, placement: Placement = Placement(),
+    repeats: int = 3, reader=None,
+) -> dict[Grid, EndToEnd]:
+    """Per grid (with its budget): the median ms to decode its test views' frames from ``video``
+    (each repeat decodes afresh), to preprocess them and to run the model, one video (all its
+    views) on ``placement``. Decoding depends on the video (size, codec, key frames): give one
+    like those the deployment will see."""
+    from fluxvit.data.sampling import SegmentSampler
+    from fluxvit.data.transforms import EvalTransform
+    from fluxvit.data.video import PyAVReader
+    from fluxvit.evaluate.runner import Views
+
+    views = views or Views()
+    reader = reader if reader is not None else PyAVReader()
+    sampler, transform = SegmentSampler(), EvalTransform(num_crops=views.crops)
+    device = placement.device
+    model.to(device).eval()
+    n = reader.num_frames(video)
+    out = {}
+    with torch.no_grad():
+        for grid in grids:
+            idx = sampler.views(n, grid.frames, views.clips).flatten().tolist()
+            times: dict[str, list[float]] = {"decode": [], "preprocess": [], "forward": []}
+            for r in range(repeats + 1):  # a first, untimed round warms the caches
+                t0 = time.perf_counter()
+                frames = reader.read(video, idx)
+                frames = frames.view(views.clips, grid.frames, *frames.shape[1:])
+                t1 = time.perf_counter()
+                clip = torch.cat([transform(c, grid.height) for c in frames]).to(device)
+                t2 = time.perf_counter()
+                with placement.autocast():
+                    model(clip, num_tokens=grid.budget)
+                synchronize(device)
+                t3 = time.perf_counter()
+                if r:
+                    for k, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3))):
+                        times[k].append(1e3 * (b - a))
+            out[grid] = EndToEnd(*(statistics.median(times[k]) for k in times))
+            log.debug("%s end to end: %s", grid, out[grid])
+    return out
+
+
+def choose_for_latency(accuracy: Mapping[Hashable, float], cost_ms: Mapping[Hashable, float],
+                       target_ms: float) -> Hashable:
+    """The candidate with the best accuracy among those whose cost fits ``target_ms`` (the cheaper
+    one on a tie); :class:`ConfigError` naming the cheapest when none fits."""
+    if not target_ms > 0:
+        raise ConfigError(f"latency target must be positive, got {target_ms} ms")
+    fitting = [c for c in accuracy if c in cost_ms and cost_ms[c] <= target_ms]
+    if not fitting:
+        cheapest = min(cost_ms, key=cost_ms.get)
+        raise ConfigError(f"nothing fits {target_ms:g} ms end to end here: the cheapest candidate ({cheapest}) "
+                          f"takes {cost_ms[cheapest]:.1f} ms")
+    return max(fitting, key=lambda c: (accuracy[c], -cost_ms[c]))

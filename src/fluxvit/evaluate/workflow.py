@@ -46,6 +46,7 @@ class TOReport:
     markdown: Path
     plot: Path
     checkpoint: Path | None
+    latency: dict | None = None  # with a latency target: the grid and budget chosen for it
 
 
 def plain_accuracies(model, annotations: Annotations, budget: int, views: Views, workers: int = 0,
@@ -74,13 +75,15 @@ def token_optimization_report(
     model, annotations: Annotations, budgets: list[int], space: SearchSpace = SearchSpace(),
     views: Views = Views(), subset: float = 0.3, refine_top: int = 3, out_dir: str | os.PathLike = "runs/optimize",
     save_to: str | os.PathLike | None = None, progress: bool = False, workers: int = 0, min_gain_se: float = 2.0,
-    placement: Placement = Placement(),
+    placement: Placement = Placement(), latency_ms: float | None = None,
 ) -> TOReport:
     """Search each budget, compare it with the plain ways of meeting it, store the choices in
     ``save_to`` (a fluxvit checkpoint), with the device and precision they were measured in.
     Two passes over the videos in all (:func:`~fluxvit.evaluate.token_optimization.search_budgets`).
     The model's default grid is kept unless a grid beats it by more than ``min_gain_se`` standard errors (see
-    :mod:`fluxvit.evaluate.token_optimization`)."""
+    :mod:`fluxvit.evaluate.token_optimization`). ``latency_ms``: also choose, among every grid and
+    budget scored on the whole split, the most accurate whose end-to-end time (decode + preprocess
+    + forward, measured here on the split's first readable video) fits that many ms."""
     score_many = token_optimization_scorer(model, annotations, views, subset, workers, progress, placement)
     plain = {b: plain_grids(b, model.default_grid, model.patch_size) for b in budgets}
     choices, scores = search_budgets(
@@ -93,6 +96,7 @@ def token_optimization_report(
     table = markdown_table(rows, COLUMNS)
     if not distributed.current().is_main:  # under torchrun every rank searched; rank 0 writes
         return TOReport(rows, choices, table, out / "report.md", out / "token_optimization.png", None)
+    latency = _latency_choice(model, annotations, scores, views, placement, latency_ms) if latency_ms else None
     out.mkdir(parents=True, exist_ok=True)
     series = {METHODS[m]: [(r.get(f"{m}_gflops", r["gflops"]), r.get(m)) for r in rows] for m in METHODS}
     plot = plot_accuracy_vs_gflops(series, out / "token_optimization.png",
@@ -100,17 +104,57 @@ def token_optimization_report(
     md = out / "report.md"
     write_text(md, f"# Token Optimization\n\nCheckpoint model: `{model.name}`; data: `{annotations.csv}`; "
                   f"views {views}; measured on {placement}.\n\n{table}\n\n"
-                  "![accuracy vs GFLOPs](token_optimization.png)\n")
+                  + (f"{latency_line(latency)}\n\n" if latency else "")
+                  + "![accuracy vs GFLOPs](token_optimization.png)\n")
     saved = None
     if save_to is not None:
         if Path(save_to).suffix == ".safetensors" or Path(save_to).is_dir():
             # merged with what the file holds when written: concurrent runs keep each other's budgets
-            saved = update_checkpoint(model, save_to,
-                                      lambda meta: choices_metadata(choices, meta, placement.to_dict()))
+            def changes(meta: dict) -> dict:
+                record = choices_metadata(choices, meta, placement.to_dict())
+                if latency:
+                    targets = dict(meta.get(LATENCY_KEY) or {})
+                    targets[f"{latency_ms:g}"] = latency
+                    record[LATENCY_KEY] = targets
+                return record
+
+            saved = update_checkpoint(model, save_to, changes)
             log.info("stored Token Optimization choices in %s", saved)
         else:
             log.warning("%s is not a fluxvit checkpoint: choices not stored (convert it first)", save_to)
-    return TOReport(rows, choices, table, md, plot, saved)
+    return TOReport(rows, choices, table, md, plot, saved, latency)
+
+
+LATENCY_KEY = "token_optimization_latency"  # checkpoint metadata: {target ms: the choice for it}
+
+
+def _latency_choice(model, annotations: Annotations, scores: dict[Grid, Score], views: Views, placement: Placement,
+                    target_ms: float) -> dict:
+    """The most accurate scored grid and budget whose measured end-to-end ms fits ``target_ms``."""
+    from fluxvit.errors import VideoError
+    from fluxvit.evaluate.latency import choose_for_latency, measure_end_to_end
+
+    for record in annotations.records[:8]:  # the first video that decodes stands for the split
+        try:
+            costs = measure_end_to_end(model, record.path, list(scores), views, placement)
+            break
+        except VideoError as e:
+            log.warning("latency: %s; trying the next video", e)
+    else:
+        raise VideoError(f"{annotations.csv}: none of its first videos decodes; cannot measure end-to-end latency")
+    best = choose_for_latency({g: scores[g].top1 for g in scores}, {g: c.total_ms for g, c in costs.items()},
+                              target_ms)
+    return {"target_ms": target_ms, "grid": str(best.with_budget(None)), "budget": best.budget,
+            "top1": round(scores[best].top1, 3), **costs[best].to_dict(), "video": str(record.path),
+            **placement.to_dict()}
+
+
+def latency_line(choice: dict) -> str:
+    budget = choice["budget"] if choice["budget"] is not None else "all"
+    return (f"Latency target {choice['target_ms']:g} ms end to end: grid {choice['grid']} at {budget} tokens, "
+            f"top-1 {choice['top1']:.1f}%, {choice['total_ms']:.1f} ms (decode {choice['decode_ms']:.1f}, "
+            f"preprocess {choice['preprocess_ms']:.1f}, forward {choice['forward_ms']:.1f}) on {choice['device']} "
+            f"{choice['dtype']}")
 
 
 __all__ = ["token_optimization_report", "compare_budget", "plain_accuracies", "TOReport"]
