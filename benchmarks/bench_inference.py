@@ -8,14 +8,18 @@
   640x360 10 s clips;
 * Token Optimization search time on a demo-like split (64 videos, the demo's search space and
   budgets), decoding each video once per stage against decoding it for every grid, with the
-  same choices.
+  same choices;
+* CPU acceleration: FluxViT-S forward ms at 512/1024/2048 tokens, batch 1 and 8, eager fp32
+  against ``--quantize int8``, ``--compile`` and both (fluxvit.acceleration).
 
     python benchmarks/bench_inference.py [--quick]     -> benchmarks/results/bench_inference.json
+    python benchmarks/bench_inference.py --only accel  -> benchmarks/results/bench_inference_accel.json
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import sys
 import tempfile
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, write_result  # noqa: E402
 
 import fluxvit  # noqa: E402
+from fluxvit.acceleration import compile_model, int8_engine, quantize_int8  # noqa: E402
 from fluxvit.data.annotations import read_annotations  # noqa: E402
 from fluxvit.data.encode import write_video  # noqa: E402
 from fluxvit.data.synthetic import make_synthetic_dataset  # noqa: E402
@@ -132,13 +137,48 @@ def search_times(tmp: Path, quick: bool) -> dict:
     return results
 
 
-def main(quick: bool = False) -> dict:
+def acceleration_rows(quick: bool) -> dict:
+    """FluxViT-S (random weights) on the CPU: eager fp32, int8, compiled, int8 + compiled, forward
+    ms per batch at each budget (selected from 8x224). The variants take turns within each round
+    and each reports its best round: other work on a shared machine slows a call, never speeds it,
+    and taking turns spreads a busy spell over all of them."""
+    base = fluxvit.create_model("fluxvit_small_patch14").eval()
+    variants = {"fp32": base, "int8": quantize_int8(copy.deepcopy(base)),
+                "compiled": compile_model(copy.deepcopy(base)),
+                "int8+compiled": compile_model(quantize_int8(copy.deepcopy(base)))}
+    grid, rounds, rows = Grid(8, 224), 1 if quick else 3, []
+    for tokens in (512, 1024, 2048):
+        budget = tokens if tokens < grid.num_patches(14) else None
+        for batch in (1, 8):
+            video = torch.randn(batch, 3, grid.frames, grid.height, grid.width)
+            best = dict.fromkeys(variants, float("inf"))
+            with torch.inference_mode():
+                for model in variants.values():
+                    model(video, num_tokens=budget)  # warm-up; compiles this shape
+                for _ in range(rounds):
+                    for name, model in variants.items():
+                        start = time.perf_counter()
+                        model(video, num_tokens=budget)
+                        best[name] = min(best[name], time.perf_counter() - start)
+            row = {"tokens": tokens, "batch": batch, **{f"{k}_ms": round(1e3 * v, 1) for k, v in best.items()},
+                   **{f"{k}_speedup": round(best["fp32"] / v, 2) for k, v in best.items() if k != "fp32"}}
+            rows.append(row)
+            print(row, flush=True)
+    return {"model": "fluxvit_small_patch14", "grid": str(grid), "int8_engine": int8_engine(),
+            "threads": torch.get_num_threads(), "rounds": rounds, "rows": rows}
+
+
+PARTS = ("precision", "predict", "token_optimization", "accel")
+
+
+def main(quick: bool = False, only: str | None = None) -> dict:
     tune_cpu_allocator()
     torch.manual_seed(0)
+    parts = {"precision": lambda tmp: precision_rows(quick), "predict": lambda tmp: predict_rates(tmp, quick),
+             "token_optimization": lambda tmp: search_times(tmp, quick), "accel": lambda tmp: acceleration_rows(quick)}
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"precision": precision_rows(quick), "predict": predict_rates(Path(tmp), quick),
-                  "token_optimization": search_times(Path(tmp), quick)}
-    path = write_result("bench_inference", result)
+        result = {name: run(Path(tmp)) for name, run in parts.items() if only in (None, name)}
+    path = write_result("bench_inference" + (f"_{only}" if only else ""), result)
     print(f"wrote {path}")
     return result
 
@@ -146,4 +186,6 @@ def main(quick: bool = False) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer videos and repeats")
-    main(ap.parse_args().quick)
+    ap.add_argument("--only", choices=PARTS, default=None, help="run one part (written to bench_inference_PART.json)")
+    args = ap.parse_args()
+    main(args.quick, args.only)

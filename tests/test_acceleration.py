@@ -68,7 +68,8 @@ def test_int8_leaves_the_quantized_engine_and_warnings_as_they_were(recwarn):
     before = torch.backends.quantized.engine
     quantize_int8(nano(depth=1), engine="fbgemm")
     assert torch.backends.quantized.engine == before
-    assert not [w for w in recwarn if "deprecated" in str(w.message)]  # torch.ao's notices, silenced on purpose
+    # torch.ao's notices of its own deprecation, silenced on purpose (fluxvit.acceleration's docstring)
+    assert not [w for w in recwarn if str(w.message).startswith(("torch.ao.quantization", "torch.quantize_per"))]
 
 
 @pytest.mark.parametrize("placement, words", [
@@ -145,8 +146,8 @@ def test_compile_failing_at_the_first_call_falls_back_once_for_all_blocks(monkey
     for _ in range(2):
         assert torch.equal(model(clips(2), num_tokens=32), ref)
     assert len(calls) == 1  # the first block failed; no block tried again
-    assert _warnings(caplog) == ["torch.compile failed at the first compiled call (InductorError: no C++ compiler "
-                                 "found); running eager"]
+    assert _warnings(caplog) == ["torch.compile failed (InductorError: no C++ compiler found); running eager from "
+                                 "here on"]
 
 
 def test_compile_fallback_still_raises_an_error_of_the_input(monkeypatch):

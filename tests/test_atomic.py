@@ -106,16 +106,33 @@ def test_other_errors_inside_a_write_pass_through(tmp_path):
 
 def test_an_output_under_a_file_names_the_output(tmp_path):
     (tmp_path / "plain").write_text("x")
-    with pytest.raises(fluxvit.OutputError, match=r"plain/sub/r\.md: could not write \(Not a directory\)"):
+    with pytest.raises(fluxvit.OutputError, match=r"plain/sub/r\.md: could not write \(a folder on its path is a "
+                                                  r"file\); nothing was written"):
         write_text(tmp_path / "plain" / "sub" / "r.md", "# r\n")
 
 
-def test_a_temporary_folder_left_by_a_writer_is_removed(tmp_path):
-    with pytest.raises(RuntimeError):
-        with atomic_write(tmp_path / "run") as tmp:
-            (tmp / "inner").mkdir(parents=True)
-            raise RuntimeError("crash")
-    assert os.listdir(tmp_path) == []
+def test_a_planted_link_at_the_temporary_name_is_not_written_through(tmp_path):
+    """``.out.csv.part`` made a symbolic link to another file beforehand: the write replaces the
+    link, never the file it points to, and the result is a regular file."""
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"weights")
+    (tmp_path / ".out.csv.part").symlink_to(victim)
+    write_text(tmp_path / "out.csv", "a,b\n")
+    assert victim.read_bytes() == b"weights"
+    assert (tmp_path / "out.csv").read_text() == "a,b\n" and not (tmp_path / "out.csv").is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["out.csv", "victim.safetensors"]
+
+
+def test_devices_fifos_and_folders_are_never_replaced(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    for target in (tmp_path / "pipe", tmp_path / "folder"):
+        with pytest.raises(fluxvit.OutputError, match="not a regular file; refusing to replace it"):
+            write_text(target, "x")
+    assert (tmp_path / "folder").is_dir() and not (tmp_path / "folder").is_file()
+    import stat
+
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
 
 
 _ADD_ONE_LOCKED = """

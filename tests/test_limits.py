@@ -26,7 +26,7 @@ def test_the_setting_raises_or_lowers_the_cap(monkeypatch):
         limits.FRAME_PIXELS.check(1001, "a.mp4", VideoError)
 
 
-@pytest.mark.parametrize("text", ["0", "-5", "abc", "nan", "inf", "1.5e-3"])
+@pytest.mark.parametrize("text", ["0", "-5", "abc", "nan", "inf", "1.5e-3", "1e400", "-inf", "Infinity"])
 def test_a_bad_setting_is_one_line(monkeypatch, text):
     monkeypatch.setenv("FLUXVIT_MAX_WORKERS", text)
     with pytest.raises(ConfigError, match=rf"^FLUXVIT_MAX_WORKERS={text!r}: must be a positive integer$"):

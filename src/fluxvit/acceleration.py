@@ -1,21 +1,29 @@
 """Faster inference from the same weights: int8 linears for CPUs and ``torch.compile``.
 
 :func:`quantize_int8` swaps the transformer blocks' linears (``qkv``, ``proj``, ``fc1``, ``fc2``:
-all but a few percent of a FluxViT's multiply-adds outside attention) for dynamically quantized
-ones: weights int8 per output channel, stored once; activations quantized per call from their
-own range; int32 accumulation; everything else (norms, attention, the selector, the pooling
-heads and classifiers) stays fp32. The path is torch's own eager dynamic quantization,
-``torch.ao.quantization.quantize_dynamic`` with the fbgemm/x86 kernels. torchao
-(``Int8DynamicActivationInt8WeightConfig``), the named successor, was measured on this
-project's AVX2 machine and not used: its int8 matmul ran at ~2 GFLOP/s there, eager and
-compiled (fp32: ~45, torch.ao's int8: ~70-100, on a 384x1536 linear at 2049 tokens). torch.ao
-announces its removal; its deprecation warnings are silenced here on purpose (the choice is
-this docstring's), and a torch without it is refused in one line.
+all of a FluxViT's multiply-adds outside attention but the patch embedding's and the pooling
+heads') for dynamically quantized ones: weights int8 per output channel, stored once;
+activations quantized per call from their own range; int32 accumulation; everything else
+(norms, attention, the selector, the pooling heads and classifiers) stays fp32. The path is
+torch's own eager dynamic quantization, ``torch.ao.quantization.quantize_dynamic``, packed for
+the x86 (fbgemm) engine. torchao's ``Int8DynamicActivationInt8WeightConfig``, the named
+successor, installed beside torch 2.13 but was not used: on this project's AVX2 CPU (no VNNI)
+its int8 matmul ran ~25x slower than fp32, eager and compiled alike (1.9 GFLOP/s on a 384x1536
+linear at 2049 tokens, where fp32 ran 45 and torch.ao's int8 70-100, on a busy machine).
+torch.ao announces its removal; its deprecation notices are silenced here on purpose (this
+docstring's choice), and a torch without it is refused in one line.
+
+What int8 buys there (FluxViT-S, 2 threads, benchmarks/bench_inference.py ``--only accel``):
+~1.3-1.4x at 512 and 1024 tokens, ~1.2x at 2048, where attention, left in fp32, is half of the
+multiply-adds. On the demo's trained nano it kept test top-1 (76.9 at 64 tokens, 76.2 at 512).
 
 :func:`compile_model` puts each block's forward through ``torch.compile`` (the blocks are the
 whole cost; the selector's top-k and the per-grid positional tables stay eager, where they
-would only add graph breaks and recompiles). Where the compiler cannot run (no C compiler, an
-unsupported platform or Python) the model runs eager, said in one log line.
+would only add graph breaks and recompiles; the twelve blocks share one compiled graph per
+shape). On that CPU it was no faster than eager (0.9-1.1x: the forward is already matmuls,
+flash attention and in-place elementwise ops); it is there for machines where it helps. Where
+the compiler cannot run (no C compiler, an unsupported platform or Python) the model runs
+eager, said in one log line.
 
 Both act in place, return the model and tag it (``model.acceleration``: ``"int8"``,
 ``"compiled"``, ``"int8+compiled"``) so that measurements (the latency cache) keep them apart.
@@ -73,9 +81,8 @@ def _quantize_dynamic() -> Callable:
     try:
         from torch.ao.quantization import quantize_dynamic
     except ImportError:
-        quantize_dynamic = None
-    if quantize_dynamic is None:
-        raise ConfigError(f"int8: this torch {torch.__version__} no longer has torch.ao.quantization.quantize_dynamic")
+        raise ConfigError(f"int8: this torch {torch.__version__} no longer has "
+                          f"torch.ao.quantization.quantize_dynamic") from None
     return quantize_dynamic
 
 
@@ -145,7 +152,7 @@ class _CompiledForward:
         except Exception as e:  # the compiler's failures have many types (backend, C compiler, OS)
             out = self.eager(*args, **kwargs)
             self.fallback.reason = reason(e)
-            log.warning("torch.compile failed at the first compiled call (%s); running eager", self.fallback.reason)
+            log.warning("torch.compile failed (%s); running eager from here on", self.fallback.reason)
             return out
 
 

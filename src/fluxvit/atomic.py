@@ -59,8 +59,21 @@ def atomic_write(path: str | os.PathLike, durable: bool = True) -> Iterator[Path
     for files that are cheap to make again, such as the synthetic benchmark's clips)."""
     path = Path(path)
     tmp = temp_path(path)
+    if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
+        # a device, a FIFO or a folder is never replaced by a file (/dev/full would become a PNG)
+        raise OutputError(f"{path}: not a regular file; refusing to replace it", "not a regular file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{path}: could not write (a folder on its path is a file); nothing was written",
+                          "a folder on its path is a file") from None
+    except OSError as e:
+        raise _output_error(path, e) from None
+    try:
+        # the temporary name is ours: whatever stands there (a stale .part, a planted symbolic
+        # link that would write through to another file) is removed and the file made afresh
+        _remove(tmp)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644))
     except OSError as e:
         raise _output_error(path, e) from None
     try:

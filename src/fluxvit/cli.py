@@ -155,10 +155,11 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
-    from fluxvit.files import refuse_overwriting_input
+    from fluxvit.files import refuse_existing_output, refuse_overwriting_input
     from fluxvit.models.registry import convert_checkpoint
 
     refuse_overwriting_input(args.dst, [args.src, *([args.classes] if args.classes else [])], "dst")
+    refuse_existing_output(args.dst, "dst")
     report = convert_checkpoint(args.src, args.dst, args.model, num_classes=args.num_classes,
                                 classes_file=args.classes)
     print(report)
@@ -377,10 +378,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement,
                         [r.path for r in ann.records[:4]], views)
     if args.save_features:  # refused before the evaluation, not after it
-        from fluxvit.files import refuse_overwriting_input
+        from fluxvit.files import refuse_existing_output, refuse_overwriting_input
 
         refuse_overwriting_input(args.save_features, [args.data, args.checkpoint, *(r.path for r in ann)],
                                  "--save-features")
+        refuse_existing_output(args.save_features, "--save-features")
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
                    progress=sys.stderr.isatty(), selector=args.selector, placement=placement,
                    batch_size=args.batch_size)
@@ -427,6 +429,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise ConfigError("--cost latency and --latency-ms X go together (the target the grid and budget must fit)")
     in_range(args.latency_ms, "--latency-ms", above=0, what="option")
     model = _load_model(args.checkpoint)
+    if args.save_to is not None:
+        _check_save_to(args.save_to, args.checkpoint)
     ann = read_annotations(args.data, args.data_root)
     report = token_optimization_report(
         model, ann, args.budgets, space, views, subset=args.subset, refine_top=args.refine,
@@ -445,6 +449,25 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         print(latency_line(report.latency))
     print(f"wrote {report.markdown} and {report.plot}; choices stored in {report.checkpoint}")
     return 0
+
+
+def _check_save_to(save_to: str, checkpoint: str) -> None:
+    """--save-to, before the search: the searched checkpoint itself, or a new .safetensors file or
+    folder (never another model's checkpoint, whose weights the searched model's would replace)."""
+    import os
+    from pathlib import Path
+
+    target = Path(save_to)
+    if os.path.lexists(target):
+        try:
+            same = os.path.samefile(target, checkpoint)
+        except OSError:
+            same = False
+        if not same:
+            raise ConfigError(f"--save-to {save_to}: exists and is not --checkpoint {checkpoint}; the searched model "
+                              "would replace it (give the checkpoint itself, or a new name)")
+    elif target.suffix not in (".safetensors", ""):
+        raise ConfigError(f"--save-to {save_to}: a checkpoint is a .safetensors file or a folder")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -467,10 +490,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_topk(args.topk)
     check_loading(args.batch_size, args.workers or 0)
     out = Path(args.out) if args.out else None
+    if args.show_tokens is not None and Path(args.show_tokens).suffix.lower() != ".png":
+        raise ConfigError(f"--show-tokens {args.show_tokens}: the picture is a PNG file; name it .png")
     if out is not None and out.suffix.lower() not in PREDICTION_FORMATS:
         raise ConfigError(f"--out {out}: predictions are written to a .csv or .jsonl file")
-    if out is not None and out.exists():
-        raise ConfigError(f"--out {out}: exists; choose a new name (results are never overwritten)")
+    if out is not None:
+        from fluxvit.files import refuse_existing_output
+
+        refuse_existing_output(out, "--out")
     paths = expand_videos(args.videos, _extensions(args.extensions))
     if not paths:
         raise ConfigError(f"no video file ({args.extensions}) in {', '.join(args.videos)}")
@@ -509,7 +536,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 continue
             if args.show_tokens:
                 picture = args.show_tokens if len(paths) == 1 else _numbered(args.show_tokens, i)
-                show_tokens(model, result.path, grid, picture, selector=args.selector, placement=placement)
+                try:  # a picture that cannot be written costs that picture, not the run's other results
+                    show_tokens(model, result.path, grid, picture, selector=args.selector, placement=placement)
+                except FluxViTError as e:
+                    failed += 1
+                    print(f"fluxvit predict: error: {e}", file=sys.stderr)
             if args.json:
                 print(_json(result.to_dict()), flush=True)
             else:
@@ -648,6 +679,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fluxvit.timing import matmul_gflops
 
     placement = _acceleration_placement(args, _placement(args))
+    if args.out:
+        from fluxvit.files import refuse_existing_output
+
+        refuse_existing_output(args.out, "--out")
     if args.end_to_end:
         from fluxvit.data.video import check_file
 

@@ -108,3 +108,11 @@ def refuse_overwriting_input(out: str | os.PathLike, inputs, flag: str) -> None:
             continue
         if same:
             raise ConfigError(f"{flag} {out}: is an input of this command ({p}); choose another name")
+
+
+def refuse_existing_output(out: str | os.PathLike, flag: str) -> None:
+    """:class:`ConfigError` if the output ``out`` already exists (a file, a link, a device, a
+    folder): a result, a feature file or a converted checkpoint is written once, never over
+    another one."""
+    if os.path.lexists(out):
+        raise ConfigError(f"{flag} {out}: exists; choose a new name (results are never overwritten)")

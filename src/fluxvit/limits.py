@@ -42,8 +42,9 @@ class Limit:
         if text is None or not text.strip():
             return self.default
         try:
-            cap = int(float(text)) if text.strip().lower() not in ("inf", "nan") else -1
-        except ValueError:
+            number = float(text)
+            cap = int(number) if math.isfinite(number) and len(text) <= 40 else -1  # 1e400 is inf
+        except (ValueError, OverflowError):
             cap = -1
         if cap < 1:
             raise ConfigError(f"{self.setting}={text!r}: must be a positive integer")

@@ -297,7 +297,8 @@ def test_torchrun_eval_and_optimize_give_the_one_process_numbers(setup, tmp_path
 
 
 def test_predict_at_a_latency_target(setup, tmp_path, capsys, monkeypatch):
-    """--latency-ms picks the largest budget whose forward fits on this device and precision."""
+    """--latency-ms picks the largest budget whose whole request (decode + preprocess + forward)
+    fits on this device and precision."""
     monkeypatch.setenv("FLUXVIT_CACHE", str(tmp_path))
     _, data, ckpt = setup
     video = str(data.val_csv.parent / data.val_csv.read_text().split()[0])
@@ -306,4 +307,4 @@ def test_predict_at_a_latency_target(setup, tmp_path, capsys, monkeypatch):
     (pred,) = _json_lines(capsys.readouterr().out)
     assert pred["tokens"] == 4 * 16 and pred["dtype"] == "fp32"  # the whole 4x56 grid fits
     assert cli(["predict", video, "--checkpoint", str(ckpt), "--latency-ms", "0.000001"]) == 2
-    assert "no token budget fits 1e-06 ms on cpu" in capsys.readouterr().err
+    assert f"no token budget fits 1e-06 ms end to end ({video}) on cpu" in capsys.readouterr().err

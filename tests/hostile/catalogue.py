@@ -136,9 +136,12 @@ def build(scratch: Path) -> list[str]:
     config.write_text(f"out_dir: {run_dir}\nsteps: 2\n")
     csv = scratch / "kept.csv"
     csv.write_text(f"{good} 0\n")
+    picture_link = scratch / "good_video.png"
+    picture_link.symlink_to(good)
     for name, argv in (
         ("train into a finished run", ["train", config]),
-        ("--show-tokens at the input video", ["predict", good, "--checkpoint", ckpt, "--show-tokens", good]),
+        ("--show-tokens at the input video (a .png link to it)", ["predict", good, "--checkpoint", ckpt,
+                                                                  "--show-tokens", picture_link]),
         ("--out at the input video", ["predict", good, "--checkpoint", ckpt, "--out", good]),
         ("--save-features at the annotation file", ["eval", "--checkpoint", ckpt, "--data", csv, "--save-features",
                                                     csv]),

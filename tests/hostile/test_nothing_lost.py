@@ -98,11 +98,11 @@ def test_outputs_never_overwrite_inputs(tmp_path, cli, nano_ckpt):
     video = clip(tmp_path, "input.mp4", 8)
     original = video.read_bytes()
     run = cli("predict", video, "--checkpoint", nano_ckpt, "--show-tokens", video)
-    assert_user_error(run, "predict", f"--show-tokens {video}: is an input of this command")
+    assert_user_error(run, "predict", f"--show-tokens {video}: the picture is a PNG file")
     link = tmp_path / "link.png"
-    link.symlink_to(video)  # the same file under another name
+    link.symlink_to(video)  # the same file under a picture's name
     assert_user_error(cli("predict", video, "--checkpoint", nano_ckpt, "--show-tokens", link), "predict",
-                      "is an input of this command")
+                      f"--show-tokens {link}: is an input of this command")
     assert video.read_bytes() == original
     csv = tmp_path / "val.csv"
     csv.write_text(f"{video.name} 0\n")
@@ -208,3 +208,89 @@ def test_features_on_a_full_disk_end_in_one_line(tmp_path, nano_ckpt):
     assert last == f"fluxvit eval: error: {feats}: could not write (File too large); nothing was written", last
     assert "Traceback" not in proc.stderr and os.listdir(tmp_path / "out") == []
     assert proc.stdout == ""  # no result printed for a run whose output was lost
+
+
+# ---------------------------------------------------------------- found by a red-team pass
+def test_optimize_never_stores_into_another_models_checkpoint(tmp_path, cli, nano_ckpt, finished):
+    """``--save-to`` naming another model's checkpoint would have replaced its weights with the
+    searched model's: refused before the search; a wrong kind of file too."""
+    other = finished / "model.safetensors"
+    before = other.read_bytes()
+    csv = tmp_path / "tune.csv"
+    csv.write_text(f"{clip(tmp_path, 't.mp4', 8).name} 0\n")
+    base = ["optimize", "--checkpoint", nano_ckpt, "--data", csv, "--budgets", "16", "--frames", "2",
+            "--sizes", "28", "--out", tmp_path / "to"]
+    assert_user_error(cli(*base, "--save-to", other), "optimize",
+                      f"--save-to {other}: exists and is not --checkpoint {nano_ckpt}")
+    assert other.read_bytes() == before
+    assert_user_error(cli(*base, "--save-to", tmp_path / "choices.csv"), "optimize",
+                      "a checkpoint is a .safetensors file or a folder")
+    assert not (tmp_path / "to").exists()  # refused before any search or report
+
+
+def test_existing_outputs_are_never_replaced(tmp_path, cli, nano_ckpt):
+    keep = tmp_path / "keep.json"
+    keep.write_text("{}")
+    assert_user_error(cli("bench", "fluxvit_nano_patch14", "--tokens", "16", "--grid", "2x28", "--out", keep),
+                      "bench", f"--out {keep}: exists")
+    csv = tmp_path / "val.csv"
+    csv.write_text(f"{clip(tmp_path, 'v.mp4', 8).name} 0\n")
+    feats = tmp_path / "feats.safetensors"
+    feats.write_bytes(b"earlier features")
+    assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", csv, "--save-features", feats), "eval",
+                      f"--save-features {feats}: exists")
+    assert keep.read_text() == "{}" and feats.read_bytes() == b"earlier features"
+    assert_user_error(cli("predict", tmp_path / "v.mp4", "--checkpoint", nano_ckpt, "--show-tokens",
+                          tmp_path / "t.jpg"), "predict", "the picture is a PNG file; name it .png")
+
+
+def test_a_class_list_in_another_order_than_the_checkpoints_is_refused(tmp_path, cli, nano_ckpt):
+    (tmp_path / "classes.txt").write_text("grey\nblue\ngreen\nred\n")  # the checkpoint: red green blue grey
+    csv = tmp_path / "val.csv"
+    csv.write_text(f"{clip(tmp_path, 'v.mp4', 8).name} grey\n")
+    assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", csv), "eval",
+                      "its class list differs from the checkpoint's at class 0 ('grey' there, 'red' in the checkpoint)")
+
+
+def test_fifos_in_a_run_folder_do_not_block_a_resume(tmp_path, finished):
+    """A FIFO where the metrics or the newest training checkpoint should be (opening either would
+    block for ever): the metrics are one line, the checkpoint is skipped for the one before it."""
+    import shutil
+
+    from fluxvit.errors import ConfigError
+    from fluxvit.train.metrics import MetricsWriter
+    from fluxvit.train.trainer import _resume_state
+
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    for name in ("metrics.jsonl", "checkpoints/ckpt_000000004.pt"):
+        (out / name).unlink()
+        os.mkfifo(out / name)
+    with pytest.raises(ConfigError, match=r"metrics.jsonl: not a regular file"):
+        MetricsWriter(out / "metrics.jsonl", start_step=2)
+    path, state = _resume_state(True, out / "checkpoints")
+    assert path.name == "ckpt_000000002.pt" and state["step"] == 2
+
+
+def test_convert_reads_its_class_list_safely_and_first(tmp_path):
+    fifo = tmp_path / "classes.fifo"
+    os.mkfifo(fifo)
+    run = run_process("convert", tmp_path / "absent.pth", tmp_path / "out.safetensors", "--model",
+                      "fluxvit_nano_patch14", "--classes", fifo, timeout=60)
+    assert_user_error(run, "convert", f"{fifo}: not a regular file")
+
+
+@pytest.mark.parametrize("classes", [[1, "b", "c", "d"], ["a", None, "c", "d"], ["a", "", "c", "d"]])
+def test_class_names_in_a_checkpoint_are_names(tmp_path, cli, good_video, classes):
+    import json as json_
+
+    import torch
+
+    torch.manual_seed(0)
+    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=4, depth=2, default_grid=(4, 56))
+    folder = fluxvit.save_checkpoint(model, tmp_path / "ckpt", classes=["a", "b", "c", "d"])
+    config = json_.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json_.dumps({**config, "classes": classes}))
+    (folder / "classes.txt").unlink()
+    assert_user_error(cli("predict", good_video, "--checkpoint", folder), "predict",
+                      "metadata field 'classes' holds", "not a class name")

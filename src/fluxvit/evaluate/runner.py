@@ -98,10 +98,18 @@ def check_finite(logits: torch.Tensor, model, videos: Callable[[int], str]) -> N
 
 
 def check_labels(model, annotations: Annotations) -> None:
-    """A CSV whose labels exceed the model's classes is a user error, said before any work."""
+    """A CSV whose labels exceed the model's classes, or whose class list (classes.txt) names the
+    classes otherwise than the checkpoint does, is a user error, said before any work: label i
+    must mean the model's class i, or every accuracy is wrong."""
     first = next((r for r in annotations.records if r.label >= model.num_classes), None)
     if first is not None:
         raise ConfigError(f"{first.source}: label {first.label} is outside the model's {model.num_classes} classes")
+    ours, theirs = getattr(model, "class_names", None), annotations.classes
+    if ours and theirs and list(ours) != list(theirs):
+        i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(ours), len(theirs)))
+        shown = lambda names: repr(names[i]) if i < len(names) else "nothing"  # noqa: E731
+        raise ConfigError(f"{annotations.csv}: its class list differs from the checkpoint's at class {i} "
+                          f"({shown(theirs)} there, {shown(ours)} in the checkpoint); labels would mean other classes")
 
 
 def view_loader(

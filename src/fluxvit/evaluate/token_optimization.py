@@ -257,7 +257,12 @@ def choices_metadata(choices: dict[int, BudgetChoice], existing: dict | None = N
                      measured_on: dict | None = None) -> dict:
     """Merge ``choices`` into a checkpoint's stored TO record (without the trial logs);
     ``measured_on`` (device and dtype of the search) is stored with each choice."""
-    record = dict((existing or {}).get(META_KEY) or {})
+    stored = (existing or {}).get(META_KEY)
+    if stored is not None and not isinstance(stored, dict):  # a malformed record (untrusted file): replaced
+        log.warning("the checkpoint's Token Optimization record is not a mapping (%s); replaced by this search's",
+                    type(stored).__name__)
+        stored = None
+    record = dict(stored or {})
     for budget, c in choices.items():
         record[str(budget)] = {k: v for k, v in c.to_dict().items() if k != "trials"} | (measured_on or {})
     return {META_KEY: record}

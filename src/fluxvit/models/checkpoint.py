@@ -117,6 +117,10 @@ def _checked_meta(meta: dict, path: Path) -> dict:
     for key, kind in _META_TYPES.items():
         if meta.get(key) is not None and not isinstance(meta[key], kind):
             raise CheckpointError(f"{path}: metadata field {key!r} is not a {kind.__name__}")
+    classes = meta.get("classes")
+    if classes is not None and not all(isinstance(c, str) and c.strip() for c in classes):
+        bad = next(c for c in classes if not (isinstance(c, str) and c.strip()))
+        raise CheckpointError(f"{path}: metadata field 'classes' holds {bad!r}, not a class name")
     return meta
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -247,13 +246,14 @@ def convert_checkpoint(
     classes_file: str | os.PathLike | None = None,
 ) -> str:
     """Official release file -> our checkpoint at ``dst``; returns a one-line summary."""
+    from fluxvit.data.annotations import read_classes  # the one reader of class lists (checked, bounded)
+
+    classes = list(read_classes(classes_file)) if classes_file else None  # before the weights are read
     _, meta = read_checkpoint(src)
     if meta.get("format") != "official":
         raise CheckpointError(f"{src}: is not an official FluxViT release checkpoint")
     model = create_model(name, num_classes=num_classes, checkpoint=src)
-    classes = None
-    if classes_file:
-        classes = [ln.strip() for ln in Path(classes_file).read_text().splitlines() if ln.strip()]
+    if classes is not None:
         if len(classes) != model.num_classes:
             raise CheckpointError(
                 f"{classes_file}: lists {len(classes)} classes, the checkpoint has {model.num_classes}"

@@ -22,6 +22,7 @@ import torch
 
 from fluxvit.atomic import atomic_write
 from fluxvit.errors import CheckpointError, reason
+from fluxvit.files import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def load_training_state(path: str | os.PathLike) -> dict:
     Every record of the file's zip archive must match the CRC-32 written with it (torch.load
     itself does not check them): a checkpoint damaged after it was written is refused rather
     than resumed from with wrong weights."""
-    path = Path(path)
+    path = regular_file(path, "training checkpoint", CheckpointError)  # never a FIFO: zipfile would block
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()

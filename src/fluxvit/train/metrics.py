@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
+from fluxvit.files import read_text
 
 
 class MetricsWriter:
@@ -51,12 +52,14 @@ class MetricsWriter:
 
 def _keep_until(path: Path, step: int) -> None:
     kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = read_text(path, "metrics file")  # a regular file, bounded: never a FIFO left in a run folder
+    for line in text.splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
-            continue  # the last line of a killed run
-        if isinstance(record, dict) and not record.get("final") and int(record.get("step") or 0) <= step:
+            at = int(record.get("step") or 0)
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            continue  # the last line of a killed run, or one that is not a step's record
+        if not record.get("final") and at <= step:
             kept.append(line + "\n")
     write_text(path, "".join(kept))
 

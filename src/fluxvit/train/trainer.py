@@ -27,6 +27,7 @@ from fluxvit.data.datasets import BrokenClips
 from fluxvit.data.sources import ClipSource, csv_sources, synthetic_source
 from fluxvit.data.transforms import TrainTransform
 from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, reason
+from fluxvit.files import file_or_directory
 from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
 from fluxvit.models.fluxvit import FluxViT
@@ -382,11 +383,9 @@ def _resume_state(resume: bool | str | Path, ckpt_dir: Path) -> tuple[Path, dict
     if resume is False or resume is None:
         return None
     if resume is not True:
-        path = Path(resume)
+        path = file_or_directory(resume, "training checkpoint", CheckpointError)  # not a FIFO, not missing
         if path.is_file():
             return path, checkpointing.load_training_state(path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: no such training checkpoint")
         ckpt_dir = path / CKPT_DIR if checkpointing.list_checkpoints(path / CKPT_DIR) else path
     found = checkpointing.list_checkpoints(ckpt_dir)
     if not found and resume is not True:
