@@ -190,7 +190,8 @@ def _fill(parts: list[str], world: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- the commands
 SAMPLING = {"--budget": st.one_of(st.sampled_from(["8", "16", "32", "64", "65"]), INT), "--latency-ms": FLOAT,
-            "--grid": GRID, "--views": VIEWS, "--selector": SELECTOR, "--device": DEVICE, "--dtype": DTYPE}
+            "--grid": GRID, "--views": VIEWS, "--selector": SELECTOR, "--device": DEVICE, "--dtype": DTYPE,
+            "--quantize": st.sampled_from(["none", "int8", "int4", ""])}
 
 
 @SETTINGS
