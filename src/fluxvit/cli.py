@@ -322,18 +322,16 @@ def _accelerate(model, args: argparse.Namespace, placement):
 
 
 def _latency_budget(model, grid, latency_ms: float, placement, sample_videos, views) -> int:
-    """:func:`~fluxvit.evaluate.latency.budget_for_latency` end to end on the first of a few
-    sample videos that decodes, else (none does) on the forward alone, saying so."""
+    """:func:`~fluxvit.evaluate.latency.budget_for_latency` end to end on the sample videos, else
+    (none decodes) on the forward alone, saying so."""
     from fluxvit.errors import VideoError
     from fluxvit.evaluate.latency import budget_for_latency
 
-    for video in list(sample_videos)[:4]:
-        try:
-            return budget_for_latency(model, grid, latency_ms, placement, video=video, views=views)
-        except VideoError:
-            continue
-    logging.getLogger("fluxvit").warning("latency: no sample video decodes; budgeting the forward alone")
-    return budget_for_latency(model, grid, latency_ms, placement)
+    try:
+        return budget_for_latency(model, grid, latency_ms, placement, videos=sample_videos, views=views)
+    except VideoError:
+        logging.getLogger("fluxvit").warning("latency: no sample video decodes; budgeting the forward alone")
+        return budget_for_latency(model, grid, latency_ms, placement)
 
 
 def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, latency_ms: float | None,

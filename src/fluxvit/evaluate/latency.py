@@ -15,13 +15,13 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from fluxvit.atomic import write_text
-from fluxvit.errors import ConfigError
+from fluxvit.errors import ConfigError, VideoError
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement, cache_dir, device_key, dtype_name
 from fluxvit.timing import synchronize, time_call
@@ -78,15 +78,17 @@ def measure_latency(
 
 
 def budget_for_latency(model, grid: Grid, target_ms: float, placement: Placement = Placement(),
-                       video: str | os.PathLike | None = None, views=None) -> int:
+                       videos: Sequence[str | os.PathLike] = (), views=None) -> int:
     """The largest budget on :func:`budget_ladder` that fits ``target_ms`` here: the forward alone,
-    or with ``video`` the whole request (decoding ``grid``'s frames from it, preprocessing, the
-    forward over ``views``), as :func:`measure_end_to_end` measures it."""
+    or with sample ``videos`` the whole request (decoding ``grid``'s frames from the first that
+    decodes, preprocessing, the forward over ``views``; :func:`measure_on_sample`)."""
     if not target_ms > 0:
         raise ConfigError(f"latency target must be positive, got {target_ms} ms")
     ladder = budget_ladder(grid.num_patches(model.patch_size))
-    if video is not None:
-        costs = measure_end_to_end(model, video, [grid.with_budget(b) for b in ladder], views, placement, repeats=2)
+    video = None
+    if videos:
+        video, costs = measure_on_sample(model, videos, [grid.with_budget(b) for b in ladder], views, placement,
+                                         repeats=2)
         times = {b: costs[grid.with_budget(b)].total_ms for b in ladder}
     else:
         times = measure_latency(model, grid, ladder, placement)
@@ -122,7 +124,8 @@ def measure_end_to_end(
 ) -> dict[Grid, EndToEnd]:
     """Per grid (with its budget): the median ms to decode its test views' frames from ``video``
     (each repeat decodes afresh), to preprocess them and to run the model, one video (all its
-    views) on ``placement``. Decoding depends on the video (size, codec, key frames): give one
+    views) on ``placement``. Grids that differ only in their budget are decoded and
+    preprocessed once: only their forwards differ. Decoding depends on the video (size, codec, key frames): give one
     like those the deployment will see."""
     from fluxvit.data.sampling import SegmentSampler
     from fluxvit.data.transforms import EvalTransform
@@ -135,28 +138,48 @@ def measure_end_to_end(
     device = placement.device
     model.to(device).eval()
     n = reader.num_frames(video)
+    shapes: dict[tuple[int, int, int], list[Grid]] = {}  # grids that differ only in budget share their input
+    for grid in grids:
+        shapes.setdefault((grid.frames, grid.height, grid.width), []).append(grid)
+
+    def median_ms(call) -> tuple[float, object]:  # a first, untimed call warms the caches
+        result, times = call(), []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = call()
+            times.append(1e3 * (time.perf_counter() - start))
+        return statistics.median(times), result
+
     out = {}
     with torch.no_grad():
-        for grid in grids:
-            idx = sampler.views(n, grid.frames, views.clips).flatten().tolist()
-            times: dict[str, list[float]] = {"decode": [], "preprocess": [], "forward": []}
-            for r in range(repeats + 1):  # a first, untimed round warms the caches
-                t0 = time.perf_counter()
-                frames = reader.read(video, idx)
-                frames = frames.view(views.clips, grid.frames, *frames.shape[1:])
-                t1 = time.perf_counter()
-                clip = torch.cat([transform(c, grid.height) for c in frames]).to(device)
-                t2 = time.perf_counter()
-                with placement.autocast():
-                    model(clip, num_tokens=grid.budget)
-                synchronize(device)
-                t3 = time.perf_counter()
-                if r:
-                    for k, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3))):
-                        times[k].append(1e3 * (b - a))
-            out[grid] = EndToEnd(*(statistics.median(times[k]) for k in times))
-            log.debug("%s end to end: %s", grid, out[grid])
-    return out
+        for (frames, height, _), same_input in shapes.items():
+            idx = sampler.views(n, frames, views.clips).flatten().tolist()
+            decode_ms, decoded = median_ms(lambda idx=idx: reader.read(video, idx))
+            decoded = decoded.view(views.clips, frames, *decoded.shape[1:])
+            preprocess_ms, clip = median_ms(
+                lambda d=decoded, h=height: torch.cat([transform(c, h) for c in d]).to(device))
+            for grid in same_input:
+                def forward(grid=grid, clip=clip):
+                    with placement.autocast():
+                        model(clip, num_tokens=grid.budget)
+                    synchronize(device)
+
+                out[grid] = EndToEnd(decode_ms, preprocess_ms, median_ms(forward)[0])
+                log.debug("%s end to end: %s", grid, out[grid])
+    return {grid: out[grid] for grid in grids}
+
+
+def measure_on_sample(model, videos: Sequence[str | os.PathLike], grids: list[Grid], views=None,
+                      placement: Placement = Placement(), repeats: int = 3, tries: int = 8):
+    """``(video, measure_end_to_end(...))`` on the first of ``videos[:tries]`` that decodes (it
+    stands for the deployment's videos); :class:`VideoError` when none does."""
+    for video in list(videos)[:tries]:
+        try:
+            return video, measure_end_to_end(model, video, grids, views, placement, repeats)
+        except VideoError as e:
+            log.warning("latency: %s; trying the next video", e)
+    raise VideoError(f"none of the first {min(len(videos), tries)} sample videos decodes; cannot measure "
+                     "end-to-end latency")
 
 
 def choose_for_latency(accuracy: Mapping[Hashable, float], cost_ms: Mapping[Hashable, float],

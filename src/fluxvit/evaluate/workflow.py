@@ -131,21 +131,13 @@ LATENCY_KEY = "token_optimization_latency"  # checkpoint metadata: {target ms: t
 def _latency_choice(model, annotations: Annotations, scores: dict[Grid, Score], views: Views, placement: Placement,
                     target_ms: float) -> dict:
     """The most accurate scored grid and budget whose measured end-to-end ms fits ``target_ms``."""
-    from fluxvit.errors import VideoError
-    from fluxvit.evaluate.latency import choose_for_latency, measure_end_to_end
+    from fluxvit.evaluate.latency import choose_for_latency, measure_on_sample
 
-    for record in annotations.records[:8]:  # the first video that decodes stands for the split
-        try:
-            costs = measure_end_to_end(model, record.path, list(scores), views, placement)
-            break
-        except VideoError as e:
-            log.warning("latency: %s; trying the next video", e)
-    else:
-        raise VideoError(f"{annotations.csv}: none of its first videos decodes; cannot measure end-to-end latency")
+    video, costs = measure_on_sample(model, [r.path for r in annotations.records], list(scores), views, placement)
     best = choose_for_latency({g: scores[g].top1 for g in scores}, {g: c.total_ms for g, c in costs.items()},
                               target_ms)
     return {"target_ms": target_ms, "grid": str(best.with_budget(None)), "budget": best.budget,
-            "top1": round(scores[best].top1, 3), **costs[best].to_dict(), "video": str(record.path),
+            "top1": round(scores[best].top1, 3), **costs[best].to_dict(), "video": str(video),
             **placement.to_dict()}
 
 
