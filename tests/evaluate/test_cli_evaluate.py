@@ -1,25 +1,12 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 import fluxvit
 from fluxvit.cli import main as cli
-from fluxvit.data.synthetic import make_synthetic_dataset
 
-CLASSES = ["slide_left", "slide_right", "grow", "stripes_h"]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evalcli")
-    data = make_synthetic_dataset(root / "data", classes=CLASSES, per_class=4, size=56, frames=8, seed=1,
-                                  val_fraction=0.5, workers=1)
-    torch.manual_seed(0)
-    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=4, depth=2, default_grid=(4, 56))
-    ckpt = fluxvit.save_checkpoint(model, root / "nano.safetensors", classes=CLASSES)
-    return root, data, ckpt
+from .conftest import CLASSES
 
 
 def _json_lines(text):

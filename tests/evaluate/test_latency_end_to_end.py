@@ -8,28 +8,19 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import fluxvit
 from fluxvit.cli import main as cli
-from fluxvit.data.synthetic import make_synthetic_dataset
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.latency import EndToEnd, budget_ladder, choose_for_latency, measure_end_to_end
 from fluxvit.flux.grid import Grid
 
-CLASSES = ["slide_left", "slide_right", "grow", "stripes_h"]
-
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("latency")
-    data = make_synthetic_dataset(root / "data", classes=CLASSES, per_class=2, size=56, frames=8, seed=3,
-                                  val_fraction=0.5, workers=1)
-    torch.manual_seed(0)
-    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=4, depth=2, default_grid=(4, 56))
-    ckpt = fluxvit.save_checkpoint(model, root / "nano.safetensors", classes=CLASSES)
-    video = sorted((root / "data").rglob("*.mp4"))[0]
-    return root, data, ckpt, model, video
+def latency_setup(setup):
+    """The evaluation tests' split and checkpoint, its model, and one of its videos."""
+    root, data, ckpt = setup
+    return root, data, ckpt, fluxvit.load_checkpoint(ckpt), sorted((root / "data").rglob("*.mp4"))[0]
 
 
 def test_the_choice_is_the_most_accurate_candidate_that_fits():
@@ -50,8 +41,8 @@ def test_the_choice_is_the_most_accurate_candidate_that_fits():
             choose_for_latency(accuracy, cost, bad)
 
 
-def test_every_part_of_a_request_is_measured(setup):
-    _, _, _, model, video = setup
+def test_every_part_of_a_request_is_measured(latency_setup):
+    _, _, _, model, video = latency_setup
     grids = [Grid(2, 28, budget=4), Grid(8, 56, budget=64), Grid(8, 56)]
     costs = measure_end_to_end(model, video, grids, repeats=2)
     assert list(costs) == grids
@@ -61,10 +52,10 @@ def test_every_part_of_a_request_is_measured(setup):
         assert c.to_dict()["total_ms"] == pytest.approx(c.total_ms, abs=0.01)
 
 
-def test_optimize_for_a_latency_target(setup, tmp_path, capsys):
+def test_optimize_for_a_latency_target(latency_setup, tmp_path, capsys):
     """``optimize --cost latency --latency-ms X``: the choice is one of the scored grids, it fits
     X as measured, it is printed, written to the report and stored in the checkpoint."""
-    root, data, ckpt, _, _ = setup
+    root, data, ckpt, _, _ = latency_setup
     import shutil
 
     target = shutil.copy(ckpt, tmp_path / "c.safetensors")
@@ -85,10 +76,10 @@ def test_optimize_for_a_latency_target(setup, tmp_path, capsys):
         assert err.count("\n") == 1 and words in err, err
 
 
-def test_predict_budgets_the_whole_request(setup, capsys):
+def test_predict_budgets_the_whole_request(latency_setup, capsys):
     """``predict --latency-ms``: with room for everything, the largest budget; a target below the
     decoding of the video itself fits no budget, and says end to end."""
-    _, _, ckpt, model, video = setup
+    _, _, ckpt, model, video = latency_setup
     assert cli(["predict", str(video), "--checkpoint", str(ckpt), "--latency-ms", "100000", "--json"]) == 0
     (row,) = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
     assert row["tokens"] == budget_ladder(Grid(4, 56).num_patches(14))[-1] == 64
@@ -97,8 +88,8 @@ def test_predict_budgets_the_whole_request(setup, capsys):
     assert err.count("\n") == 1 and "no token budget fits 0.001 ms end to end" in err, err
 
 
-def test_bench_times_requests_end_to_end(setup, capsys):
-    _, _, _, _, video = setup
+def test_bench_times_requests_end_to_end(latency_setup, capsys):
+    _, _, _, _, video = latency_setup
     assert cli(["bench", "fluxvit_nano_patch14", "--tokens", "16,64", "--grid", "4x56", "--repeats", "1",
                 "--end-to-end", str(video), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
