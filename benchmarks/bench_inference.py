@@ -1,19 +1,21 @@
-"""Inference at scale on this machine: precision, pipelined predict, decode-once Token Optimization.
+"""Inference at scale on this machine: backends, end-to-end latency, pipelined predict, decode-once TO.
 
-* forward ms of FluxViT-S and -nano at 512/1024/2048 tokens, batch 1 and 8, fp32 vs bf16
-  autocast, and the precision ``--dtype auto`` picks here (bf16 rows are skipped where bf16
-  matmuls are emulated: measured below a quarter of fp32, a single S forward would take minutes);
+* backends: forward ms of FluxViT-S and the demo's nano at 512/1024/2048 tokens, batch 1 and 8:
+  eager fp32, eager bf16 autocast (left out where bf16 matmuls are emulated: measured below a
+  quarter of fp32, a single S forward would take minutes), torch.compile, onnxruntime fp32 (the
+  ``fluxvit export`` artifact of each shape) and dynamic int8, each with its ratio to eager fp32,
+  and the precision ``--dtype auto`` picks here;
+* end to end: the demo model's decode + preprocess + forward ms at every grid Token Optimization
+  considers for the demo's budgets (the cost table of ``optimize --cost latency``);
 * ``fluxvit predict`` throughput, videos/s: the pipelined path (decoding workers, batches of 4)
   against the one-video-at-a-time loop, on 200 demo-size clips (16 frames, 112 px) and on 50
   640x360 10 s clips;
-* Token Optimization search time on a demo-like split (64 videos, the demo's search space and
+* Token Optimization search time on a demo-like split (80 videos, the demo's search space and
   budgets), decoding each video once per stage against decoding it for every grid, with the
-  same choices;
-* CPU acceleration: FluxViT-S forward ms at 512/1024/2048 tokens, batch 1 and 8, eager fp32
-  against ``--quantize int8``, ``--compile`` and both (fluxvit.acceleration).
+  same choices.
 
-    python benchmarks/bench_inference.py [--quick]     -> benchmarks/results/bench_inference.json
-    python benchmarks/bench_inference.py --only accel  -> benchmarks/results/bench_inference_accel.json
+    python benchmarks/bench_inference.py [--quick]        -> benchmarks/results/bench_inference.json
+    python benchmarks/bench_inference.py --only backends  -> benchmarks/results/bench_inference_backends.json
 """
 
 from __future__ import annotations
@@ -37,38 +39,14 @@ from fluxvit.data.annotations import read_annotations  # noqa: E402
 from fluxvit.data.encode import write_video  # noqa: E402
 from fluxvit.data.synthetic import make_synthetic_dataset  # noqa: E402
 from fluxvit.demo import DemoSettings  # noqa: E402
+from fluxvit.evaluate.exported import load_exported  # noqa: E402
 from fluxvit.evaluate.predict import predict_video, predict_videos  # noqa: E402
 from fluxvit.evaluate.runner import Views, evaluate, token_optimization_scorer  # noqa: E402
-from fluxvit.evaluate.speed import forward_speed  # noqa: E402
 from fluxvit.evaluate.token_optimization import Score, SearchSpace, search_budgets  # noqa: E402
+from fluxvit.export import export_model  # noqa: E402
 from fluxvit.flux.grid import Grid  # noqa: E402
 from fluxvit.placement import auto_dtype, bf16_is_emulated, dtype_name, measured_matmul_speeds  # noqa: E402
 from fluxvit.runtime import tune_cpu_allocator  # noqa: E402
-
-
-def precision_rows(quick: bool) -> dict:
-    cpu = torch.device("cpu")
-    small = measured_matmul_speeds(cpu)  # 256^3: cheap even where bf16 is emulated
-    emulated = bf16_is_emulated(cpu)
-    fp32 = matmul_gflops(torch.float32)
-    bf16 = small["bf16"] if emulated else matmul_gflops(torch.bfloat16)
-    rows = []
-    for name, grid in (("fluxvit_nano_patch14", Grid(16, 112)), ("fluxvit_small_patch14", Grid(8, 224))):
-        model = fluxvit.create_model(name).eval()
-        for tokens in (512, 1024, 2048):
-            if tokens > grid.num_patches(14):
-                grid = Grid(tokens // (grid.height // 14) ** 2 + 1, grid.height)
-            for batch in (1, 8):
-                row = {"model": name, "tokens": tokens, "batch": batch,
-                       "fp32_ms": round(forward_speed(model, grid, tokens, batch, None, 1 if quick else 3).ms, 1)}
-                if not emulated:
-                    ms = forward_speed(model, grid, tokens, batch, torch.bfloat16, 1 if quick else 3).ms
-                    row.update(bf16_ms=round(ms, 1), bf16_speedup=round(row["fp32_ms"] / ms, 2))
-                rows.append(row)
-                print(row, flush=True)
-    return {"fp32_matmul_gflops": round(fp32, 1), "bf16_matmul_gflops": round(bf16, 1),
-            "matmul_256_gflops": small, "bf16_emulated": emulated,
-            "auto_chooses": dtype_name(auto_dtype(torch.device("cpu"))), "rows": rows}
 
 
 def _rate(run, *args) -> float:
@@ -137,45 +115,113 @@ def search_times(tmp: Path, quick: bool) -> dict:
     return results
 
 
-def acceleration_rows(quick: bool) -> dict:
-    """FluxViT-S (random weights) on the CPU: eager fp32, int8, compiled, int8 + compiled, forward
-    ms per batch at each budget (selected from 8x224). The variants take turns within each round
-    and each reports its best round: other work on a shared machine slows a call, never speeds it,
-    and taking turns spreads a busy spell over all of them."""
-    base = fluxvit.create_model("fluxvit_small_patch14").eval()
-    variants = {"fp32": base, "int8": quantize_int8(copy.deepcopy(base)),
-                "compiled": compile_model(copy.deepcopy(base)),
-                "int8+compiled": compile_model(quantize_int8(copy.deepcopy(base)))}
-    grid, rounds, rows = Grid(8, 224), 1 if quick else 3, []
-    for tokens in (512, 1024, 2048):
-        budget = tokens if tokens < grid.num_patches(14) else None
-        for batch in (1, 8):
-            video = torch.randn(batch, 3, grid.frames, grid.height, grid.width)
-            best = dict.fromkeys(variants, float("inf"))
-            with torch.inference_mode():
-                for model in variants.values():
-                    model(video, num_tokens=budget)  # warm-up; compiles this shape
-                for _ in range(rounds):
-                    for name, model in variants.items():
-                        start = time.perf_counter()
-                        model(video, num_tokens=budget)
-                        best[name] = min(best[name], time.perf_counter() - start)
-            row = {"tokens": tokens, "batch": batch, **{f"{k}_ms": round(1e3 * v, 1) for k, v in best.items()},
-                   **{f"{k}_speedup": round(best["fp32"] / v, 2) for k, v in best.items() if k != "fp32"}}
-            rows.append(row)
-            print(row, flush=True)
-    return {"model": "fluxvit_small_patch14", "grid": str(grid), "int8_engine": int8_engine(),
-            "threads": torch.get_num_threads(), "rounds": rounds, "rows": rows}
+BACKENDS = ("fp32", "bf16", "compiled", "onnxruntime", "int8")
 
 
-PARTS = ("precision", "predict", "token_optimization", "accel")
+def _backends(model, grid: Grid, tokens: int, batch: int, tmp: Path, emulated_bf16: bool) -> dict:
+    """Callables ``video -> logits`` of ``model`` at ``grid`` cut to ``tokens``, one per backend
+    (bf16 left out where its matmuls are emulated; onnxruntime left out where it is not
+    installed): eager fp32, eager bf16 autocast, torch.compile, onnxruntime fp32 of the artifact
+    ``fluxvit export`` writes for this shape, dynamic int8."""
+    budget = tokens if tokens < grid.num_patches(model.patch_size) else None
+    out = {"fp32": lambda v: model(v, num_tokens=budget)}
+    if not emulated_bf16:
+        def bf16(v):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(v, num_tokens=budget)
+        out["bf16"] = bf16
+    compiled = compile_model(copy.deepcopy(model))
+    out["compiled"] = lambda v: compiled(v, num_tokens=budget)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        path = export_model(model, tmp / f"{model.name}_{tokens}_{batch}.onnx", grid, tokens, batch=batch,
+                            verify=False)
+        artifact = load_exported(path, device="cpu")
+        out["onnxruntime"] = lambda v: artifact(v)
+    int8 = quantize_int8(copy.deepcopy(model))
+    out["int8"] = lambda v: int8(v, num_tokens=budget)
+    return out
+
+
+def backend_rows(tmp: Path, quick: bool) -> dict:
+    """Forward ms per batch of FluxViT-S (selected from 8x224) and the demo's nano (from 8x112,
+    more frames where a budget needs them), random weights, at 512/1024/2048 tokens, batch 1 and
+    8, on every CPU backend. The backends take turns within each round and each reports its best
+    round: other work on a shared machine slows a call, never speeds it, and taking turns spreads
+    a busy spell over all of them."""
+    cpu = torch.device("cpu")
+    small = measured_matmul_speeds(cpu)  # 256^3: cheap even where bf16 is emulated
+    emulated = bf16_is_emulated(cpu)
+    fp32 = matmul_gflops(torch.float32)
+    bf16 = small["bf16"] if emulated else matmul_gflops(torch.bfloat16)
+    rounds, rows = 1 if quick else 3, []
+    for name, base in (("fluxvit_small_patch14", Grid(8, 224)), ("fluxvit_nano_patch14", Grid(8, 112))):
+        model = fluxvit.create_model(name).eval()
+        per_frame = base.num_patches(14) // base.frames
+        for tokens in (512, 1024, 2048):
+            grid = Grid(max(base.frames, -(-tokens // per_frame)), base.height)
+            for batch in (1, 8):
+                video = torch.randn(batch, 3, grid.frames, grid.height, grid.width)
+                variants = _backends(model, grid, tokens, batch, tmp, emulated)
+                best = dict.fromkeys(variants, float("inf"))
+                with torch.inference_mode():
+                    for run in variants.values():
+                        run(video)  # warm-up; compiles this shape
+                    for _ in range(rounds):
+                        for key, run in variants.items():
+                            start = time.perf_counter()
+                            run(video)
+                            best[key] = min(best[key], time.perf_counter() - start)
+                row = {"model": name, "tokens": tokens, "grid": str(grid), "batch": batch,
+                       **{f"{k}_ms": round(1e3 * v, 1) for k, v in best.items()},
+                       **{f"{k}_ratio": round(best["fp32"] / v, 2) for k, v in best.items() if k != "fp32"}}
+                rows.append(row)
+                print(row, flush=True)
+    return {"fp32_matmul_gflops": round(fp32, 1), "bf16_matmul_gflops": round(bf16, 1),
+            "matmul_256_gflops": small, "bf16_emulated": emulated,
+            "auto_chooses": dtype_name(auto_dtype(cpu)), "int8_engine": int8_engine(),
+            "threads": torch.get_num_threads(), "rounds": rounds, "backends": list(BACKENDS), "rows": rows}
+
+
+def end_to_end_rows(tmp: Path, quick: bool) -> dict:
+    """The demo model's request latency here: decode + preprocess + forward (ms, median of 3) of
+    one demo-size clip (16 frames, 112 px, H.264, the synthetic benchmark's) at every grid Token
+    Optimization considers for each of the demo's budgets (nano, 10 classes; the weights do not
+    change the time). This is the cost table of ``optimize --cost latency``."""
+    import numpy as np
+
+    from fluxvit.data.synthetic import DEFAULT_CLASSES, render_clip
+    from fluxvit.evaluate.latency import measure_end_to_end
+
+    s = DemoSettings()
+    clip = render_clip(DEFAULT_CLASSES[0], np.random.default_rng(0), size=112, frames=16)
+    video = write_video(tmp / "demo_clip.mp4", clip, fps=8)
+    model = fluxvit.create_model("fluxvit_nano_patch14", num_classes=len(DEFAULT_CLASSES)).eval()
+    space = SearchSpace(frames=s.search_frames, sizes=s.search_sizes)
+    grids = [g for b in s.budgets for g in space.candidates(b, model.patch_size)]
+    if quick:
+        grids = grids[::4]
+    views = Views.parse(s.test_views)
+    measured = measure_end_to_end(model, video, grids, views, repeats=3)
+    rows = [{"budget": g.budget, "grid": f"{g.frames}x{g.height}", **measured[g].to_dict()} for g in grids]
+    for row in rows:
+        print(row, flush=True)
+    return {"model": "fluxvit_nano_patch14", "video": "16 frames x 112 px, H.264", "views": str(views),
+            "rows": rows}
+
+
+PARTS = ("backends", "end_to_end", "predict", "token_optimization")
 
 
 def main(quick: bool = False, only: str | None = None) -> dict:
     tune_cpu_allocator()
     torch.manual_seed(0)
-    parts = {"precision": lambda tmp: precision_rows(quick), "predict": lambda tmp: predict_rates(tmp, quick),
-             "token_optimization": lambda tmp: search_times(tmp, quick), "accel": lambda tmp: acceleration_rows(quick)}
+    parts = {"backends": lambda tmp: backend_rows(tmp, quick), "predict": lambda tmp: predict_rates(tmp, quick),
+             "token_optimization": lambda tmp: search_times(tmp, quick),
+             "end_to_end": lambda tmp: end_to_end_rows(tmp, quick)}
     with tempfile.TemporaryDirectory() as tmp:
         result = {name: run(Path(tmp)) for name, run in parts.items() if only in (None, name)}
     path = write_result("bench_inference" + (f"_{only}" if only else ""), result)
