@@ -62,3 +62,49 @@ def test_quick_demo_checkpoints_load_and_carry_the_token_optimization(quick_demo
     for budget, grid in shown.items():
         stored = stored_grid(flux.checkpoint_meta, budget)
         assert stored is not None and f"{stored.frames}x{stored.height}" == grid
+
+
+TINY = ["--quick", "--set", "per_class=6", "--set", "steps=6", "--set", "budgets=[64,512]",
+        "--set", "search_frames=[4,8]", "--set", "search_sizes=[56,112]"]
+
+
+def _accuracy_columns(printed: str) -> list[list[str]]:
+    """Every table cell but the two measured-time columns (ms/clip and end-to-end ms)."""
+    return [r[:3] + r[4:10] for r in _rows(printed)]
+
+
+def test_demo_on_a_prepared_folder_gives_the_synthetic_demos_table(tmp_path):
+    """``demo --data DIR`` runs the same experiment on a user's folder: given the benchmark that
+    ``fluxvit synth`` writes with the demo's seed and sizes, the same table (all but the timings)."""
+    runs = {}
+    assert main(["synth", str(tmp_path / "mine"), "--per-class", "6", "--seed", "0", "--val-fraction", "0.4"]) == 0
+    for name, extra in (("builtin", []), ("folder", ["--data", str(tmp_path / "mine")])):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["demo", *TINY, "--out", str(tmp_path / name), *extra]) == 0
+        runs[name] = printed.getvalue()
+    assert len(_rows(runs["builtin"])) == 2
+    assert _accuracy_columns(runs["folder"]) == _accuracy_columns(runs["builtin"])
+    report = (tmp_path / "folder" / "report.md").read_text()
+    assert f"dataset {tmp_path / 'mine'}" in report and not (tmp_path / "folder" / "data").exists()
+
+
+@pytest.mark.parametrize("case", ["no_lists", "not_a_folder", "one_clip", "budget_too_big"])
+def test_demo_refuses_bad_data_in_one_line(tmp_path, capsys, case):
+    target, extra = tmp_path / "d", []
+    target.mkdir()
+    if case == "not_a_folder":
+        target = tmp_path / "file.csv"
+        target.write_text("a.mp4 0\n")
+    elif case == "one_clip":
+        (target / "train.csv").write_text("a.mp4 0\nb.mp4 1\n")
+        (target / "val.csv").write_text("a.mp4 0\n")
+    elif case == "budget_too_big":
+        extra = ["--set", "budgets=[64,1024]"]
+    expected = {"no_lists": "has no train.csv or val.csv", "not_a_folder": "not a directory",
+                "one_clip": "cannot be split into a tune and a test half",
+                "budget_too_big": "1024 tokens is more than the baseline grid 8x112 holds (512)"}[case]
+    assert main(["demo", "--quick", "--data", str(target), "--out", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not (tmp_path / "out" / "baseline").exists()  # refused before any training

@@ -758,11 +758,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
     from fluxvit.demo import DemoSettings, run_demo
+    from fluxvit.train.config import apply_overrides
 
     settings = DemoSettings.quick(args.out or "runs/demo-quick", args.seed) if args.quick else \
         DemoSettings(out=args.out or "runs/demo", seed=args.seed)
-    if args.steps is not None:
-        settings = dataclasses.replace(settings, steps=args.steps)  # checked again, like every setting
+    named = {"steps": args.steps, "data": args.data, "model": args.model}
+    settings = dataclasses.replace(settings, **{k: v for k, v in named.items() if v is not None})
+    apply_overrides(settings, args.set or [])
+    settings.check()  # the combination (budgets within the model's grid), before any work
     result = run_demo(settings)
     print(result.table)
     print(f"\nwrote {result.report}, {result.plot} and checkpoints "
@@ -780,6 +783,14 @@ def _add_demo(sub) -> None:
                    help="seeds the benchmark, both models and their data order; "
                         "same seed, same weights and accuracies (default 0)")
     p.add_argument("--steps", type=_int, default=None, help="training steps per model (override)")
+    p.add_argument("--data", default=None,
+                   help="your own dataset instead of the synthetic benchmark: a folder written by `fluxvit prepare` "
+                        "(train.csv, val.csv = the tune split, test.csv; without test.csv, val.csv is halved)")
+    p.add_argument("--model", default=None, help="architecture of both models (default fluxvit_nano_patch14; the "
+                   "baseline trains on its default grid)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any demo setting (repeatable), e.g. --set budgets=[64,128,256] --set flux_sizes=[168,224,28] "
+                        "--set search_sizes=[112,168,224]; the full list is in report.md's settings")
 
 
 # ----------------------------------------------------------------------------- export

@@ -332,14 +332,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             _merge(cfg, data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(settings: Any, overrides: list[str] | tuple[str, ...]) -> None:
+    """``key=value`` texts (``--set``; dotted keys for sections) merged into the dataclass
+    ``settings`` (a training config, the demo's settings), each value checked as it goes in; a
+    bad one is one :class:`ConfigError` naming its text."""
     for text in overrides:
         values = _parse_override(text)
         try:
-            _merge(cfg, values)
+            _merge(settings, values)
         except ConfigError as e:
             raise ConfigError(f"--set {text}: {e}") from None
-    validate(cfg)
-    return cfg
 
 
 def config_from_dict(values: dict) -> TrainConfig:
