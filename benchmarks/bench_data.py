@@ -9,6 +9,10 @@
    workers, decode only vs the full pipeline (decode + random resized crop + flip + normalise).
 3. The demo's case: the Flux pipeline on 112x112 16-frame clips (the synthetic benchmark's files)
    against the clips/s that training FluxViT-nano at the demo configuration consumes.
+4. ``fluxvit prepare --short-side 320 --keyframe-interval 16``: ms to read an 8-frame segment-sampled
+   clip of four 640x360, 30 fps, 10 s files with x264's sparse key frames (250) before and after
+   re-encoding, and the re-encoding's own cost (``--prepare-only``: this part alone, to
+   benchmarks/results/bench_data_prepare.json).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import measure as training_rate  # noqa: E402
 from common import write_result  # noqa: E402
 
-from fluxvit.data.annotations import VideoRecord  # noqa: E402
+from fluxvit.data.annotations import VideoRecord, read_annotations  # noqa: E402
 from fluxvit.data.batches import BatchPlan, batch_loader  # noqa: E402
 from fluxvit.data.encode import write_video  # noqa: E402
+from fluxvit.data.prepare import PrepareOptions, prepare_dataset  # noqa: E402
 from fluxvit.data.sampling import segment_indices  # noqa: E402
 from fluxvit.data.sources import VideoFileSource  # noqa: E402
 from fluxvit.data.transforms import TrainTransform  # noqa: E402
@@ -109,6 +114,54 @@ def bench_pipeline(path: Path, clips: int) -> list[dict]:
     return rows
 
 
+def clip_read_ms(paths, reads: int) -> list[float]:
+    """Median ms per file to read 8 segment-sampled frames (a fresh draw each read) with the
+    reader's automatic plan, the index cached and the file in the page cache (as from the second
+    epoch on)."""
+    out = []
+    for path in paths:
+        reader = PyAVReader()
+        n = reader.num_frames(path)
+        draws = [segment_indices(n, 8, torch.Generator().manual_seed(s)).tolist() for s in range(reads + 1)]
+        reader.read(path, draws[0])  # warm
+        times = []
+        for idx in draws[1:]:
+            start = time.perf_counter()
+            reader.read(path, idx)
+            times.append(time.perf_counter() - start)
+        out.append(1000 * float(np.median(times)))
+    return out
+
+
+def bench_prepare(tmp: Path, reads: int, workers: int = 2) -> dict:
+    """Decode time of an 8-frame training clip before and after ``fluxvit prepare --short-side 320
+    --keyframe-interval 16`` on four 640x360, 30 fps, 10 s files with key frames every 250 frames
+    (x264's default), in a folder dataset of two classes."""
+    scene = moving_scene(300, 360, 640)
+    src = tmp / "prepare_src"
+    files = [write_video(src / f"class_{k % 2}" / f"clip{k}.mp4", np.roll(scene, 37 * k, axis=2), fps=30, gop=250,
+                         reproducible=False) for k in range(4)]
+    start = time.perf_counter()
+    result = prepare_dataset(src, tmp / "prepare_out", PrepareOptions(short_side=320, keyframe_interval=16,
+                                                                      val_fraction=0.5), workers=workers)
+    seconds = time.perf_counter() - start
+    copies = [r.path for split in ("train", "val") for r in read_annotations(tmp / "prepare_out" / f"{split}.csv")]
+    before, after = clip_read_ms(files, reads), clip_read_ms(copies, reads)
+    info = [PyAVReader().probe(p) for p in (files[0], copies[0])]
+    return {
+        "files": len(files), "source": f"{info[0].width}x{info[0].height}, {info[0].num_frames} frames, key frame "
+                                       f"every {info[0].keyframe_interval:g}",
+        "prepared": f"{info[1].width}x{info[1].height}, {info[1].num_frames} frames, key frame every "
+                    f"{info[1].keyframe_interval:g}, {result.summary['reencoded']['codec']}",
+        "clip_ms_before": [round(v, 1) for v in before], "clip_ms_after": [round(v, 1) for v in after],
+        "median_clip_ms_before": round(float(np.median(before)), 1),
+        "median_clip_ms_after": round(float(np.median(after)), 1),
+        "speedup": round(float(np.median(before)) / float(np.median(after)), 2),
+        "prepare_s_per_video": round(seconds / len(files), 2), "prepare_workers": workers,
+        "bytes_before": sum(p.stat().st_size for p in files), "bytes_after": sum(p.stat().st_size for p in copies),
+    }
+
+
 def main(quick: bool = False) -> dict:
     clips = 6 if quick else 20
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,6 +180,7 @@ def main(quick: bool = False) -> dict:
         }
         consumed = {objective: training_rate("fluxvit_nano_patch14", objective == "flux_multi", 6 if quick else 10,
                                              Path(tmp))["clips_per_s"] for objective in ("fixed", "flux_multi")}
+        prepared = bench_prepare(Path(tmp), reads=5 if quick else 15)
     result = {
         "decode_strategies_8_frames": strategies,
         "pipeline_640x360_sparse": pipeline,
@@ -138,6 +192,7 @@ def main(quick: bool = False) -> dict:
                     f"R {DEMO.flux_sizes}, {DEMO.flux_tokens} tokens; 112x112 16-frame H.264 clips like the "
                     "synthetic benchmark's; training rates from bench_train.py (in-memory clips)",
         },
+        "prepare_reencode_8_frame_clip": prepared,
     }
     write_result("bench_data", result)
     return result
@@ -146,6 +201,14 @@ def main(quick: bool = False) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer clips and reads (a smoke run)")
+    parser.add_argument("--prepare-only", action="store_true", help="only part 4 (fluxvit prepare's re-encoding)")
     import json
 
-    print(json.dumps(main(parser.parse_args().quick), indent=2))
+    args = parser.parse_args()
+    if args.prepare_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            payload = {"prepare_reencode_8_frame_clip": bench_prepare(Path(tmp), reads=5 if args.quick else 15)}
+        write_result("bench_data_prepare", payload)
+        print(json.dumps(payload, indent=2))
+    else:
+        print(json.dumps(main(args.quick), indent=2))

@@ -201,6 +201,55 @@ def _add_synth(sub) -> None:
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
 
+# ----------------------------------------------------------------------------- prepare
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from fluxvit.data.prepare import PrepareOptions, prepare_dataset
+
+    options = PrepareOptions(min_frames=args.min_frames, short_side=args.short_side,
+                             keyframe_interval=args.keyframe_interval, val_fraction=args.val_fraction,
+                             test_fraction=args.test_fraction, seed=args.seed)
+    result = prepare_dataset(args.src, args.out, options, data_root=args.data_root, workers=args.workers,
+                             progress=sys.stderr.isatty())
+    if result.already:
+        print(f"{args.out}: already prepared with these arguments (its summary.json); nothing to do")
+        return 0
+    table = result.table()
+    print(table or "no file left out (none broken, too short or duplicate)")
+    print(result)
+    for line in result.summary["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in result.files))
+    return 0
+
+
+def _add_prepare(sub) -> None:
+    from fluxvit.data.prepare import DEFAULT_KEYFRAME_INTERVAL
+
+    p = _add(sub, "prepare", "check, optionally re-encode, and split your own videos (a folder of CLASS/ "
+             "subfolders, or an annotation list or CSV) into train/val/test lists",
+             "fluxvit prepare my_videos/ data/mine --short-side 320 --keyframe-interval 16 --val-fraction 0.2",
+             cmd_prepare)
+    p.epilog = ("broken, too short and duplicate (same bytes) files are left out and listed in a table; OUT gets\n"
+                "train.csv, val.csv (test.csv), classes.txt and summary.json, and re-encoded copies under\n"
+                "OUT/videos. A class with too few videos for every split goes to train first, with a warning.\n"
+                "Run it again with the same arguments to continue an interrupted run; a finished OUT is never\n"
+                "rewritten. Then: fluxvit train CONFIG --set data.source=csv --set data.train=OUT/train.csv\n"
+                "--set data.val=OUT/val.csv")
+    p.add_argument("src", help="a folder of CLASS/video.mp4 subfolders, or an annotation list or CSV")
+    p.add_argument("out", help="output folder (new or empty, or an unfinished run of the same arguments)")
+    p.add_argument("--data-root", default=None, help="folder a list's paths are relative to (default: its folder)")
+    p.add_argument("--workers", type=_int, default=None, help="probing and encoding processes (default: up to 2)")
+    p.add_argument("--min-frames", type=_int, default=8, help="fewer frames is too short (default 8)")
+    p.add_argument("--short-side", type=_int, default=None,
+                   help="re-encode, the short side scaled down to this many pixels (even; default: no re-encoding)")
+    p.add_argument("--keyframe-interval", type=_int, default=None,
+                   help=f"re-encode with a key frame every this many frames (default {DEFAULT_KEYFRAME_INTERVAL} "
+                        "when re-encoding)")
+    p.add_argument("--val-fraction", type=_float, default=0.2, help="share of each class in val.csv (default 0.2)")
+    p.add_argument("--test-fraction", type=_float, default=0.0, help="share of each class in test.csv (default 0)")
+    p.add_argument("--seed", type=_int, default=0, help="the split's shuffle: same seed, same split (default 0)")
+
+
 # ----------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from fluxvit.train import load_config, train
@@ -363,16 +412,21 @@ def _budget_grid(model, checkpoint: str, budget: int | None, grid: str | None, l
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from fluxvit.data.annotations import read_annotations
-    from fluxvit.evaluate.runner import Views, check_loading, evaluate, extract_features
+    from fluxvit.evaluate.runner import Views, check_loading, evaluate
     from fluxvit.typecheck import in_range
 
     views = Views.parse(args.views)  # the values first, before any file is read
     check_loading(args.batch_size, args.workers)
     in_range(args.head, "--head", lo=0, what="option")  # an index (the model says how many heads)
     model = _load_model(args.checkpoint, predict=args)
+    if args.report is not None:  # a new or empty folder, before any video is read
+        from fluxvit.evaluate.failures import check_report_dir
+
+        check_report_dir(args.report, model.num_classes)
     placement = _placement(args, sharded=True)
     model, placement = _accelerate(model, args, placement)
-    ann = read_annotations(args.data, args.data_root)
+    # a folder's class folders (or name labels) are numbered as the model numbers its classes
+    ann = read_annotations(args.data, args.data_root, known_classes=getattr(model, "class_names", None))
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement,
                         [r.path for r in ann.records[:4]], views)
     if args.save_features:  # refused before the evaluation, not after it
@@ -383,20 +437,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         refuse_existing_output(args.save_features, "--save-features")
     res = evaluate(model, ann, grid, views, head=args.head, per_class=args.per_class, workers=args.workers,
                    progress=sys.stderr.isatty(), selector=args.selector, placement=placement,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, per_video_top=5 if args.report is not None else 0)
     if not res.videos:  # no accuracy to report (it would print as NaN)
         raise ConfigError(f"{args.data}: none of its {res.broken} videos could be read "
                           f"(the first: {res.broken_videos[0]})")
     features = None
     if args.save_features:
-        features = extract_features(model, args.data, args.save_features, grid, views, args.data_root, args.workers,
-                                    placement=placement, batch_size=args.batch_size)
+        from fluxvit.evaluate.features import extract_features
+
+        features = extract_features(model, ann, args.save_features, grid, views, workers=args.workers,
+                                    batch_size=args.batch_size, placement=placement, selector=args.selector,
+                                    checkpoint=args.checkpoint).path
     from fluxvit import distributed
 
     if not distributed.current().is_main:
         return 0  # under torchrun every rank has the same numbers; rank 0 reports them
-    if args.json:
-        print(_json(res.to_dict() | ({"features": str(features)} if features else {})))
+    extra = {"features": str(features)} if features else {}
+    if args.report is not None:  # from every rank's videos (evaluate gathered them)
+        from fluxvit.evaluate.failures import class_names, write_report
+
+        extra["report"] = str(write_report(args.report, res, ann, class_names(model, ann), args.checkpoint,
+                                           args.selector))
+    if args.json:  # each video's top classes are in the report, not in this line
+        print(_json({k: v for k, v in res.to_dict().items() if k != "per_video_top"} | extra))
     else:
         print(f"{args.data}: {res.videos} videos x {res.views_per_video} views at {res.grid}, "
               f"{res.budget} tokens: top-1 {res.top1:.2f}%  top-5 {res.top5:.2f}%  "
@@ -407,6 +470,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 print(f"  {name:>24}: {'-' if acc is None else f'{acc:.1f}%'}")
     for line in res.broken_videos:
         print(f"skipped broken video: {line}", file=sys.stderr)
+    if args.report is not None:
+        print(f"wrote {extra['report']} (predictions, per-class metrics, confusion matrix)", file=sys.stderr)
     return 0
 
 
@@ -429,7 +494,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     model = _load_model(args.checkpoint)
     if args.save_to is not None:
         _check_save_to(args.save_to, args.checkpoint)
-    ann = read_annotations(args.data, args.data_root)
+    ann = read_annotations(args.data, args.data_root, known_classes=getattr(model, "class_names", None))
     report = token_optimization_report(
         model, ann, args.budgets, space, views, subset=args.subset, refine_top=args.refine,
         out_dir=args.out, save_to=args.save_to or args.checkpoint, progress=sys.stderr.isatty(),
@@ -468,6 +533,55 @@ def _check_save_to(save_to: str, checkpoint: str) -> None:
         raise ConfigError(f"--save-to {save_to}: a checkpoint is a .safetensors file or a folder")
 
 
+ANNOTATION_SUFFIXES = (".csv", ".txt", ".tsv", ".list")  # a `features` input read as an annotation file
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fluxvit.evaluate.features import extract_features, unlabelled
+    from fluxvit.evaluate.predict import expand_videos
+    from fluxvit.evaluate.runner import Views, check_loading
+    from fluxvit.files import refuse_existing_output, refuse_overwriting_input
+
+    views = Views.parse(args.views)  # the values first, before any file is read
+    check_loading(args.batch_size, args.workers)
+    out = Path(args.out)
+    if out.suffix.lower() != ".safetensors":
+        raise ConfigError(f"--out {out}: features are written to a .safetensors file")
+    if len(args.videos) == 1 and Path(args.videos[0]).suffix.lower() in ANNOTATION_SUFFIXES:
+        from fluxvit.data.annotations import read_annotations
+
+        inputs = read_annotations(args.videos[0], args.data_root)  # labelled
+        listed = [args.videos[0], *(r.path for r in inputs.records)]
+    else:
+        paths = expand_videos(args.videos, _extensions(args.extensions))
+        inputs = unlabelled(paths, ", ".join(args.videos))
+        listed = paths
+    refuse_overwriting_input(out, [*listed, args.checkpoint], "--out")
+    refuse_existing_output(out, "--out")
+    model = _load_model(args.checkpoint)
+    placement = _placement(args, sharded=True)
+    grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement,
+                        [r.path for r in inputs.records[:4]], views)
+    summary = extract_features(model, inputs, out, grid, views, tokens=args.tokens, workers=args.workers,
+                               batch_size=args.batch_size, placement=placement, progress=sys.stderr.isatty(),
+                               selector=args.selector, checkpoint=args.checkpoint)
+    from fluxvit import distributed
+
+    if not distributed.current().is_main:
+        return 0
+    for line in summary.broken:
+        print(f"skipped broken video: {line}", file=sys.stderr)
+    if args.json:
+        print(_json(summary.to_dict()))
+    else:
+        shapes = "  ".join(f"{k} {'x'.join(map(str, v))}" for k, v in summary.shapes.items())
+        print(f"wrote {out}: {summary.rows} of {summary.inputs} videos ({len(summary.broken)} broken) at {grid}, "
+              f"{grid.num_tokens(model.patch_size)} tokens: {shapes}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
@@ -487,6 +601,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     views = Views.parse(args.views)  # the values first, before any file is read
     check_topk(args.topk)
     check_loading(args.batch_size, args.workers or 0)
+    timeline = _check_timeline(args)
     out = Path(args.out) if args.out else None
     if args.show_tokens is not None and Path(args.show_tokens).suffix.lower() != ".png":
         raise ConfigError(f"--show-tokens {args.show_tokens}: the picture is a PNG file; name it .png")
@@ -496,12 +611,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from fluxvit.files import refuse_existing_output
 
         refuse_existing_output(out, "--out")
-    paths = expand_videos(args.videos, _extensions(args.extensions))
-    if not paths:
-        raise ConfigError(f"no video file ({args.extensions}) in {', '.join(args.videos)}")
+    paths = expand_videos(args.videos, _extensions(args.extensions)) if args.videos else []
+    if not paths and args.stream is None:
+        raise ConfigError(f"no video file ({args.extensions}) in {', '.join(args.videos)}" if args.videos else
+                          "give the videos to classify (or --stream SRC)")
     from fluxvit.files import refuse_overwriting_input
 
-    inputs = [*paths, args.checkpoint]
+    inputs = [*paths, args.checkpoint, *([args.stream] if args.stream is not None else [])]
     if out is not None:
         refuse_overwriting_input(out, inputs, "--out")
     if args.show_tokens:
@@ -513,6 +629,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, placement = _accelerate(model, args, placement)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement, paths[:4],
                         views)
+    if timeline:
+        return _predict_timeline(args, model, grid, views, placement, paths, out)
     # Two decoding processes by default for a batch of videos: on 2 cores, 640x360 10 s clips went
     # from 2.7 to 4.2 videos/s (one worker: 2.6, decoding-bound); a few videos pay no start-up.
     workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if len(paths) >= 4 else 0)
@@ -546,6 +664,114 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {out}: {len(paths) - failed} predictions, {failed} errors", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0
+
+
+_STREAM_WINDOW = 2.0  # seconds: the windows of --stream without --window
+
+
+def _seconds(text: str) -> float:
+    """argparse type: seconds, ``2``, ``2s`` or ``1.5s``, finite (the range is the library's:
+    :func:`fluxvit.data.windows.check_window`)."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1] if s.lower().endswith("s") else s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{show(str(text))} is not a number of seconds (2, 2s, 1.5s)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {show(str(text))}")
+    return value
+
+
+def _check_timeline(args: argparse.Namespace) -> bool:
+    """predict's --window, --stride, --stream: whether windows are classified, their values and
+    the options they exclude checked before anything is read (--stride defaults to the window)."""
+    if args.window is None and args.stride is None and args.stream is None:
+        if args.stream_format is not None:
+            raise ConfigError("--stream-format goes with --stream")
+        return False
+    if args.window is None and args.stream is None:
+        raise ConfigError("--stride goes with --window (the length of each window)")
+    if args.stream is not None and args.videos:
+        raise ConfigError("give video files (with --window) or --stream, not both")
+    if args.stream_format is not None and args.stream is None:
+        raise ConfigError("--stream-format goes with --stream")
+    for flag, value in (("--show-tokens", args.show_tokens), ("--workers", args.workers)):
+        if value is not None:
+            raise ConfigError(f"{flag} is for whole videos; windows (--window, --stream) are decoded in one pass")
+    from fluxvit.data.windows import check_window
+
+    args.window = _STREAM_WINDOW if args.window is None else args.window
+    args.stride = args.window if args.stride is None else args.stride
+    try:
+        check_window(args.window, args.stride)
+    except ConfigError as e:  # its message starts with the value's name: say it as the option
+        raise ConfigError(f"--{e}") from None
+    return True
+
+
+def _predict_timeline(args: argparse.Namespace, model, grid, views, placement, paths, out) -> int:
+    """predict --window / --stream: one row per window as each is ready (``VIDEO START-END s:
+    LABEL P``, or JSON), also to --out. Under --stream, Ctrl-C ends the run cleanly: exit 0, the
+    rows so far printed and written; a second Ctrl-C interrupts at once."""
+    import contextlib
+    import threading
+
+    from fluxvit.atomic import atomic_write
+    from fluxvit.evaluate.predict import PredictionError, PredictionWriter, predict_windows
+
+    live = args.stream is not None
+    stop = threading.Event()
+    rows = failed = 0
+    with contextlib.ExitStack() as stack:
+        if live:  # first, so undone last: a Ctrl-C while --out is committed still only stops
+            _stop_on_interrupt(stop, stack)
+        writer = None
+        if out is not None:
+            tmp = stack.enter_context(atomic_write(out))
+            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8")),
+                                      out.suffix.lower(), timeline=True)
+        # a stream's windows are classified as each completes; a file's a batch at a time
+        results = predict_windows(model, [args.stream] if live else paths, grid, args.window, args.stride, views,
+                                  args.topk, 1 if live else args.batch_size, args.selector, placement, live=live,
+                                  stream_format=args.stream_format, stop=stop)
+        for result in results:
+            if writer is not None:
+                writer.write(result)
+            if isinstance(result, PredictionError):
+                failed += 1
+                print(f"fluxvit predict: error: {result.error}", file=sys.stderr)
+                continue
+            rows += 1
+            if args.json:
+                print(_json(result.to_dict()), flush=True)
+            else:
+                label, prob = result.top[0]
+                print(f"{result.path} {result.start:.2f}-{result.end:.2f} s: {label} {prob:.1%}", flush=True)
+    if stop.is_set():
+        print(f"fluxvit predict: stopped (Ctrl-C) after {rows} windows", file=sys.stderr)
+    if out is not None:
+        print(f"wrote {out}: {rows} windows, {failed} errors", file=sys.stderr)
+    return EXIT_USER_ERROR if failed else 0
+
+
+def _stop_on_interrupt(stop, stack) -> None:
+    """Until ``stack`` (an ExitStack) closes, Ctrl-C (SIGINT) sets ``stop`` instead of
+    interrupting, once: the handler in place before comes back at the first, so a second Ctrl-C
+    interrupts. Only the main thread owns signals; elsewhere nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.default_int_handler if previous is None else previous
+
+    def handler(signum, frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    stack.callback(signal.signal, signal.SIGINT, previous)
 
 
 def _extensions(text: str) -> list[str]:
@@ -592,7 +818,8 @@ def _add_eval_commands(sub) -> None:
         p.add_argument("--checkpoint", required=True, help="a fluxvit checkpoint (.safetensors or directory)")
         _add_placement(p)
         if with_data:
-            p.add_argument("--data", required=True, help="annotation file: `relative/path.mp4 label` per line")
+            p.add_argument("--data", required=True, help="annotation file (`relative/path.mp4 label` per line, or a "
+                           "CSV with path,label columns), or a folder of CLASS/video.mp4 subfolders")
             p.add_argument("--data-root", default=None, help="folder the CSV's paths are relative to")
             p.add_argument("--workers", type=_int, default=0, help="DataLoader worker processes")
 
@@ -618,6 +845,9 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--head", type=_int, default=None, help="head index, from 0 (default: nearest budget)")
     p.add_argument("--per-class", action="store_true", help="also print each class's accuracy")
     p.add_argument("--save-features", default=None, help="write pooled clip embeddings to this .safetensors")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write where the model fails to DIR (new or empty): report.md, predictions.csv, "
+                        "per_class.csv (precision/recall/F1), confusion.csv and confusion.png")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = _add(sub, "optimize", "Token Optimization: the best sampling grid for each token budget",
@@ -645,10 +875,30 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--out", default="runs/optimize", help="folder for report.md and the plot")
     p.add_argument("--save-to", default=None, help="checkpoint to store the choices in (default: --checkpoint)")
 
+    p = _add(sub, "features", "clip embeddings (or every kept token's features) of videos, to a .safetensors file",
+             "fluxvit features clips/ --checkpoint runs/demo/flux.safetensors --budget 128 --out feats.safetensors",
+             cmd_features)
+    p.add_argument("videos", nargs="+", help="video files or folders (searched recursively by --extensions; no labels "
+                   "needed), or one annotation file (.csv/.txt: its labels are stored too)")
+    common(p, with_data=False)
+    sampling(p)
+    p.add_argument("--out", required=True, help="the .safetensors file to write (never an existing file)")
+    p.add_argument("--tokens", action="store_true",
+                   help="also every kept token's features after the last block, with (t, y, x) positions and the "
+                        "kept indices (size checked against FLUXVIT_MAX_FEATURE_BYTES)")
+    p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video; the clip feature is their mean "
+                   "(default 1x1)")
+    p.add_argument("--batch-size", type=_int, default=1, help="videos per forward (default 1)")
+    p.add_argument("--workers", type=_int, default=0, help="decoding processes (default 0)")
+    p.add_argument("--data-root", default=None, help="folder an annotation file's paths are relative to")
+    p.add_argument("--extensions", default=",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS),
+                   help="file extensions taken from folders (default: common video containers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
     p = _add(sub, "predict", "classify videos: top-k class names with probabilities",
              "fluxvit predict clip.mp4 --checkpoint runs/demo/flux.safetensors --budget 128 --show-tokens t.png",
              cmd_predict)
-    p.add_argument("videos", nargs="+", help="video files, or folders (searched recursively by --extensions)")
+    p.add_argument("videos", nargs="*", help="video files, or folders (searched recursively by --extensions)")
     common(p, with_data=False)
     sampling(p)
     _add_acceleration(p)
@@ -663,6 +913,18 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--topk", type=_int, default=5, help="classes reported per video (default 5; at most all)")
     p.add_argument("--json", action="store_true", help="one JSON object per video")
     p.add_argument("--show-tokens", default=None, help="PNG of the kept (bright) and dropped (dim) tokens")
+    p.add_argument("--window", type=_seconds, default=None, metavar="S",
+                   help="classify long videos window by window, S seconds each (2, 2s, 1.5s): a timeline, one row per "
+                        "window, each video decoded once in order; a last window shorter than half of S joins the one "
+                        "before")
+    p.add_argument("--stride", type=_seconds, default=None, metavar="S",
+                   help="seconds from one window's start to the next (default: the window; longer leaves gaps)")
+    p.add_argument("--stream", default=None, metavar="URL_OR_DEVICE",
+                   help="classify a live stream window by window (rtsp://, http://, a device, a pipe or a file) until "
+                        "it ends or Ctrl-C, which stops cleanly after the rows so far (default --window "
+                        f"{_STREAM_WINDOW:g})")
+    p.add_argument("--stream-format", default=None, metavar="FORMAT",
+                   help="FFmpeg input format of --stream (v4l2 for /dev/video0, mpegts, ...; default: detected)")
 
 
 # ----------------------------------------------------------------------------- bench
@@ -867,6 +1129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_bench(sub)
     _add_synth(sub)
+    _add_prepare(sub)
     _add_eval_commands(sub)
     _add_train(sub)
     _add_export(sub)

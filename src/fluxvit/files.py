@@ -75,6 +75,36 @@ def file_or_directory(path: str | os.PathLike, what: str, error: type[FluxViTErr
     return regular_file(path, what, error)
 
 
+def new_or_empty_directory(path: str | os.PathLike, what: str = "output folder",
+                           error: type[FluxViTError] = ConfigError, advice: str = "") -> Path:
+    """``path`` if it is an empty folder, or does not exist yet and can be made (its nearest
+    existing parent is a folder this process may write in: said before the work, not after
+    it); else ``error`` naming the path and, for a folder in use, its first entry (and
+    ``advice``, such as the option that allows it). Outputs go to new or empty folders, never
+    over a finished one."""
+    if not str(path).strip():
+        raise error(f"the {what}'s name is empty")
+    path = Path(path)
+    try:
+        exists = os.path.lexists(path)
+    except ValueError:
+        raise error(f"{str(path)!r}: not a valid path (it holds a NUL byte)") from None
+    if not exists:
+        above = next(p for p in path.absolute().parents if os.path.lexists(p))
+        if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
+            raise error(f"{path}: cannot be made ({above} is not a folder this process may write in)")
+        return path
+    directory(path, f"{what} (new or empty)", error)
+    try:
+        with os.scandir(path) as entries:  # the first entry is enough (a folder may hold millions)
+            first = next(entries, None)
+    except OSError as e:
+        raise error(f"{path}: cannot list the {what} ({e.strerror or e})") from None
+    if first is not None:
+        raise error(f"{path}: not empty (it holds {first.name}); the {what} must be new or empty{advice}")
+    return path
+
+
 def read_text(path: str | os.PathLike, what: str = "file", error: type[FluxViTError] = ConfigError,
               limit: limits.Limit = limits.TEXT_FILE_BYTES, allow_empty: bool = True) -> str:
     """The text of the regular file ``path`` (UTF-8, a byte-order mark dropped), refused above

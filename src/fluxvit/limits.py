@@ -74,16 +74,34 @@ VIEWS = Limit("views", 64, "views per video")  # the paper tests with at most 4x
 BATCH_SIZE = Limit("batch_size", 1024, "videos per forward")
 NUM_CLASSES = Limit("num_classes", 100_000, "classes")
 
+# Long videos and streams classified window by window (fluxvit.data.windows): a window or stride of
+# at most an hour; at most 100 K windows in one video's plan (a day at one a second); the frames the
+# windows open at once hold (window / stride of them when they overlap) within 2**28 pixels.
+WINDOW_SECONDS = Limit("window_seconds", 3600, "seconds per window or stride")
+WINDOWS = Limit("windows", 100_000, "windows per video")
+WINDOW_BUFFER_PIXELS = Limit("window_buffer_pixels", 2**28, "decoded pixels held for the open windows")
+
 # Processes and generated data.
 WORKERS = Limit("workers", 64, "worker processes")
 SYNTH_CLIPS = Limit("synth_clips", 1_000_000, "synthetic clips")
+# Videos one dataset lists (an annotation file, or a folder of class folders as it is scanned):
+# Kinetics-710 is ~660 K videos, SSv2 ~220 K; each listed video costs a few hundred bytes.
+LISTED_VIDEOS = Limit("listed_videos", 2_000_000, "videos listed")
+
+# Outputs held in memory until their one atomic write: ``fluxvit features --tokens`` (FluxViT-S,
+# 2048 tokens, one view: 3.4 MB a video, so 2 GiB is ~600 videos; split bigger sets into files).
+FEATURE_BYTES = Limit("feature_bytes", 2 * 2**30, "bytes of features in memory")
+# ``fluxvit eval --report``: the confusion matrix is classes x classes (in memory and in
+# confusion.csv); 4096 classes (Kinetics-710 is 710) is 134 MB of counts and a 33 MB CSV.
+CONFUSION_CLASSES = Limit("confusion_classes", 4096, "classes in one confusion matrix")
 
 # Files read whole into memory (YAML configs, annotation lists, class lists): a Kinetics-700 or
 # SSv2 list is ~10 MB.
 TEXT_FILE_BYTES = Limit("text_file_bytes", 256 * 2**20, "bytes")
 
 ALL = (FRAME_PIXELS, CLIP_PIXELS, INDEX_CACHE_BYTES, GRID_TOKENS, VIEWS, BATCH_SIZE, NUM_CLASSES, WORKERS,
-       SYNTH_CLIPS, TEXT_FILE_BYTES)
+       SYNTH_CLIPS, TEXT_FILE_BYTES, FEATURE_BYTES, CONFUSION_CLASSES, LISTED_VIDEOS, WINDOW_SECONDS, WINDOWS,
+       WINDOW_BUFFER_PIXELS)
 
 
 def describe() -> str:

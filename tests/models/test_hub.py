@@ -144,7 +144,7 @@ def test_a_non_empty_folder_needs_overwrite_and_a_users_card_is_kept(tmp_path, m
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError) as exc:
         model.save_pretrained(tmp_path / "file")
-    _one_line(exc, tmp_path / "file", "not a folder")
+    _one_line(exc, tmp_path / "file", "not a directory")
     with pytest.raises(ConfigError) as exc:
         model.save_pretrained(tmp_path / "nano.safetensors")
     _one_line(exc, "single-file checkpoint")

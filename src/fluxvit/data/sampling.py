@@ -45,12 +45,20 @@ def segment_views(num_frames: int, t: int, num_clips: int) -> torch.Tensor:
     """(num_clips, t) int64: evenly spaced deterministic views; view k sits at (k+1)/(num_clips+1) of
     every segment, so the views interleave and one view (num_clips = 1) takes segment centres."""
     _check(num_frames, t)
+    return segment_positions(num_frames, t, num_clips).floor().long().clamp_(0, num_frames - 1)
+
+
+def segment_positions(length: float, t: int, num_clips: int) -> torch.Tensor:
+    """(num_clips, t) float64 in [0, length): where :func:`segment_views` samples before it rounds
+    down to a frame, for a span of ``length`` frames, or seconds (the windows of a long video,
+    :mod:`fluxvit.data.windows`, sample by time)."""
+    if t < 1:
+        raise ConfigError(f"a clip needs at least one frame, got {t}")
     if num_clips < 1:
         raise ConfigError(f"need at least one clip per video, got {num_clips}")
-    edges = torch.linspace(0, num_frames, t + 1, dtype=torch.float64)
+    edges = torch.linspace(0, length, t + 1, dtype=torch.float64)
     frac = torch.arange(1, num_clips + 1, dtype=torch.float64) / (num_clips + 1)  # (K,)
-    pos = edges[:-1] + frac[:, None] * (edges[1:] - edges[:-1])  # (K, t)
-    return pos.floor().long().clamp_(0, num_frames - 1)
+    return edges[:-1] + frac[:, None] * (edges[1:] - edges[:-1])  # (K, t)
 
 
 def _dense_window(num_frames: int, t: int, stride: int) -> int:

@@ -144,7 +144,8 @@ def check_paths(annotations: Annotations) -> None:
 
 def csv_sources(train: str, val: str | None, root: str | None, transform: TrainTransform,
                 cache_bytes: int = 0) -> tuple[VideoFileSource, VideoFileSource | None]:
-    """(train, val) clip sources from annotation files (``classes.txt`` beside them if present);
+    """(train, val) clip sources from annotation files (``classes.txt`` beside them if present) or
+    folder datasets (``FOLDER/CLASS/video.mp4``, :func:`~fluxvit.data.annotations.read_folder`);
     ``transform`` makes the training clips (validation uses the centre view). ``cache_bytes`` > 0:
     each source keeps up to that many bytes of decoded frames in memory (``CachedReader``)."""
     from fluxvit.data.annotations import read_annotations
@@ -153,7 +154,9 @@ def csv_sources(train: str, val: str | None, root: str | None, transform: TrainT
     def reader():
         return CachedReader(max_bytes=cache_bytes) if cache_bytes > 0 else None
 
-    annotations = [read_annotations(path, root) for path in (train, val) if path]
+    annotations = [read_annotations(train, root)]  # a list file or a folder of class folders
+    if val:  # class names (a folder's, or name labels) numbered as the training data numbers them
+        annotations.append(read_annotations(val, root, known_classes=annotations[0].classes))
     for a in annotations:
         check_paths(a)
     train_source = VideoFileSource(annotations[0], transform, reader())

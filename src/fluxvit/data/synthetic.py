@@ -87,6 +87,7 @@ import numpy as np
 from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
+from fluxvit.files import directory, new_or_empty_directory
 from fluxvit.typecheck import show
 
 log = logging.getLogger(__name__)
@@ -510,10 +511,11 @@ def make_synthetic_dataset(
             raise ConfigError(f"workers {show(workers)} must be a non-negative integer (0 or 1: no extra process)")
         limits.WORKERS.check(workers, "workers")
     root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{root}: exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise ConfigError(f"{root}: directory is not empty (choose a new one, or overwrite)")
+    if overwrite:
+        if os.path.lexists(root):
+            directory(root, "dataset folder")
+    else:
+        new_or_empty_directory(root, "dataset folder", advice=" (or overwrite it: synth --force)")
     workers = max(1, min(workers if workers is not None else min(2, os.cpu_count() or 1), per_class * len(names)))
 
     jobs, rows = [], {"train": [], "val": []}

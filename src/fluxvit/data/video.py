@@ -167,7 +167,7 @@ def reader_boundary(path: str | os.PathLike, doing: str) -> Iterator[None]:
     except FluxViTError:
         raise
     except (av.FFmpegError, *DECODER_ERRORS) as exc:
-        raise VideoError(f"{Path(path)}: {doing} ({_reason(exc)})") from exc
+        raise VideoError(f"{Path(path)}: {doing} ({video_error_reason(exc)})") from exc
 
 
 # ----------------------------------------------------------------------------- the PyAV backend
@@ -234,6 +234,27 @@ def plan_reads(
     return runs
 
 
+def video_stream(container, source: str, threads: int):
+    """The first video stream of an open PyAV ``container``, set to decode on ``threads``,
+    after the checks every reader makes before decoding: there is a video stream, FFmpeg has a
+    decoder for it, and the header's frame size is within :data:`~fluxvit.limits.FRAME_PIXELS`
+    (a few hundred KB of flat 8192x8192 frames decode to GBs). Otherwise :class:`VideoError`
+    naming ``source``, with the container closed."""
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{source}: no video stream")
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        if context is None:
+            raise VideoError(f"{source}: no decodable frames (no decoder for its video codec)")
+        stream.thread_count = threads
+        limits.FRAME_PIXELS.check((context.width or 0) * (context.height or 0), source, VideoError)
+    except BaseException:
+        container.close()
+        raise
+    return stream
+
+
 class PyAVReader:
     """PyAV (FFmpeg) reader; see the module docstring for the seek/decode-through plan.
 
@@ -296,21 +317,8 @@ class PyAVReader:
         try:
             container = av.open(str(path), mode="r")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise VideoError(f"{path}: not a readable video ({_reason(exc)})") from exc
-        try:
-            if not container.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            context = stream.codec_context
-            if context is None:
-                raise VideoError(f"{path}: no decodable frames (no decoder for its video codec)")
-            stream.thread_count = self.threads
-            # before anything is decoded: a few hundred KB of flat 8192x8192 frames decode to GBs
-            limits.FRAME_PIXELS.check((context.width or 0) * (context.height or 0), str(path), VideoError)
-        except BaseException:
-            container.close()
-            raise
-        return container, stream
+            raise VideoError(f"{path}: not a readable video ({video_error_reason(exc)})") from exc
+        return container, video_stream(container, str(path), self.threads)
 
     def _build_index(self, path: Path) -> _Index:
         import av
@@ -339,7 +347,8 @@ class PyAVReader:
                     if t is not None:
                         end = max(end, t + (packet.duration or 0))
             except av.FFmpegError as exc:
-                raise VideoError(f"{path}: truncated or corrupt after {len(times)} frames ({_reason(exc)})") from exc
+                raise VideoError(f"{path}: truncated or corrupt after {len(times)} frames "
+                                 f"({video_error_reason(exc)})") from exc
             promised = stream.frames
             if promised and len(times) < promised:
                 were = "is" if len(times) == 1 else "are"
@@ -348,7 +357,7 @@ class PyAVReader:
                     f"only {len(times)} {were} present"
                 )
             if not times or first is None:
-                why = f" ({_reason(errors[-1])})" if errors and times else ""
+                why = f" ({video_error_reason(errors[-1])})" if errors and times else ""
                 raise VideoError(f"{path}: no decodable frames{why}")
             # the packets before the first key frame cannot be decoded (a file cut mid-GOP)
             start = keys[0] if keys else 0
@@ -427,7 +436,7 @@ class PyAVReader:
                               image.shape[0], info.width, info.height)
                 out[slots.pop(i)] = fit_frame(image, info.height, info.width)
         if slots:
-            why = f" ({_reason(errors[-1])})" if errors else ""
+            why = f" ({video_error_reason(errors[-1])})" if errors else ""
             raise VideoError(
                 f"{path}: truncated or corrupt: frame {min(slots)} of {info.num_frames} could not be decoded{why}"
             )
@@ -455,7 +464,7 @@ class PyAVReader:
                         if seek_to is not None:
                             container.seek(int(index.pts[seek_to]), stream=stream, backward=True, any_frame=False)
                             check_landing = attempt == 0
-                        frames = _numbered(_decoded(container, stream, errors), index)
+                        frames = _numbered(decoded_frames(container, stream, errors), index)
                         pending = None
                     todo, last = set(run), run[-1]
                     source = frames if pending is None else itertools.chain([pending], frames)
@@ -501,7 +510,7 @@ def _decode_packet(stream, packet, errors: list[BaseException]) -> list:
         return []
 
 
-def _decoded(container, stream, errors: list[BaseException]) -> Iterator:
+def decoded_frames(container, stream, errors: list[BaseException]) -> Iterator:
     """Every frame the decoder outputs from where the container is (damaged packets skipped)."""
     for packet in container.demux(stream):
         yield from _decode_packet(stream, packet, errors)
@@ -553,7 +562,7 @@ def _check_declared_end(path: Path, stream, end: float, gap: float) -> None:
         )
 
 
-def _reason(exc: BaseException, limit: int = 160) -> str:
+def video_error_reason(exc: BaseException, limit: int = 160) -> str:
     """A short reason from an error (no file name: the caller names the file): an FFmpeg or OS
     error's own text; other errors (numpy's, Python's) also say their type."""
     lines = str(getattr(exc, "strerror", None) or exc).strip().splitlines()

@@ -54,9 +54,11 @@ class ViewAccumulator:
         labels = torch.tensor([self._labels[v] for v in ids])
         return ids, probs, labels
 
-    def result(self, per_class: bool = False, per_video: bool = False) -> dict:
+    def result(self, per_class: bool = False, per_video: bool = False, per_video_top: int = 0) -> dict:
         """videos, views, top1, top5 (%); with ``per_class`` each class's top-1, with
-        ``per_video`` each video's top-1 outcome ({video id: correct})."""
+        ``per_video`` each video's top-1 outcome ({video id: correct}), with ``per_video_top``
+        each video's that many best classes ({video id: [(class id, probability)], best first;
+        at most all classes})."""
         ids, probs, labels = self.video_probs()
         out = {"videos": len(ids), "views": int(sum(self._views.values()))}
         out.update(topk_accuracy(probs, labels, (1, 5)))
@@ -64,6 +66,9 @@ class ViewAccumulator:
             out["per_class"] = per_class_accuracy(probs, labels, self.num_classes)
         if per_video:
             out["per_video"] = dict(zip(ids, (probs.argmax(dim=1) == labels).tolist()))
+        if per_video_top:
+            values, classes = probs.topk(min(per_video_top, probs.shape[1]), dim=1)
+            out["per_video_top"] = {vid: list(zip(c, v)) for vid, c, v in zip(ids, classes.tolist(), values.tolist())}
         return out
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fluxvit.data.annotations import VIDEO_EXTENSIONS
+from fluxvit.data.annotations import VIDEO_EXTENSIONS, find_videos
 from fluxvit.data.sampling import SegmentSampler
 from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from fluxvit.data.video import PyAVReader, VideoReader
@@ -48,9 +49,29 @@ def read_views(path: str | os.PathLike, grid: Grid, views: Views, reader: VideoR
     """Normalised views (clips * crops, 3, T, R, R) of one video; raises VideoError if unreadable."""
     reader = reader or PyAVReader()
     idx = SegmentSampler().views(reader.num_frames(path), grid.frames, views.clips)  # (K, T)
-    frames = reader.read(path, idx.flatten()).unflatten(0, idx.shape)
+    return clip_views(reader.read(path, idx.flatten()).unflatten(0, idx.shape), grid, views)
+
+
+def clip_views(frames: torch.Tensor, grid: Grid, views: Views) -> torch.Tensor:
+    """uint8 (clips, T, H, W, 3) -> normalised views (clips * crops, 3, T, R, R), R = the grid's."""
     transform = EvalTransform(num_crops=views.crops)
     return torch.cat([transform(clip, grid.height) for clip in frames])
+
+
+def _probabilities(model, video: torch.Tensor, budget: int | None, selector: str, placement: Placement,
+                   name: Callable[[int], str]) -> torch.Tensor:
+    """Softmax (rows, K), fp32 on the CPU, of the model (in eval mode, on ``placement``) over the
+    views ``video`` (rows, 3, T, R, R); non-finite logits are an error naming ``name(row)``."""
+    with torch.no_grad(), placement.autocast():
+        logits = model(video.to(placement.device), num_tokens=budget, selector=selector).float().cpu()
+    check_finite(logits, model, name)
+    return logits.softmax(-1)
+
+
+def _top(probs: torch.Tensor, topk: int, names: Sequence[str] | None) -> list[tuple[str, float]]:
+    """The ``topk`` best (class name or id, probability) pairs of probabilities (K,)."""
+    values, ids = probs.topk(min(topk, probs.numel()))
+    return [((names[i] if names else str(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist())]
 
 
 def predict_video(
@@ -62,16 +83,10 @@ def predict_video(
     check_topk(topk)
     grid.check_size(model.patch_size)
     budget = grid.num_tokens(model.patch_size)
-    video = read_views(path, grid, views, reader).to(placement.device)
+    video = read_views(path, grid, views, reader)
     model.to(placement.device).eval()
-    with torch.no_grad(), placement.autocast():
-        logits = model(video, num_tokens=budget if grid.budget else None, selector=selector).float().cpu()
-    check_finite(logits, model, lambda _i: str(path))
-    probs = logits.softmax(-1).mean(0)
-    k = min(topk, probs.numel())
-    values, ids = probs.topk(k)
-    names = model.class_names
-    top = [((names[i] if names else str(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist())]
+    probs = _probabilities(model, video, budget if grid.budget else None, selector, placement, lambda _i: str(path))
+    top = _top(probs.mean(0), topk, model.class_names)
     return Prediction(str(path), top, f"{grid.frames}x{grid.height}x{grid.width}", budget, placement)
 
 
@@ -98,16 +113,17 @@ def show_tokens(
 # ----------------------------------------------------------------------------- many videos
 def expand_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
     """Files as given (any name; a missing one stays, to be reported as an error row) and the
-    videos under each folder, recursively, by extension (case-insensitive), sorted. A folder
-    with no such file stays too, to be reported ("not a regular file")."""
-    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    videos under each folder by extension (:func:`~fluxvit.data.annotations.find_videos`: the
+    same search as a folder dataset's, recursive, sorted, hidden entries skipped, capped by
+    ``FLUXVIT_MAX_LISTED_VIDEOS``). A folder with no such file stays too, to be reported ("not
+    a regular file")."""
+    wanted = tuple({e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions})
     out: list[Path] = []
     for item in inputs:
         path = Path(item)
         # os.path.isdir, not Path.is_dir: it says False (for the file check to word) where the
         # path is too long or holds a NUL byte, instead of raising
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and not os.path.isdir(p)) \
-            if os.path.isdir(path) else []
+        found = find_videos(path, len(out), wanted) if os.path.isdir(path) else []
         out += found or [path]
     return out
 
@@ -179,32 +195,107 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
         yield from (ready[i] for i in sorted(ready))
 
 
+# ----------------------------------------------------------------------------- long videos, window by window
+@dataclass
+class WindowPrediction(Prediction):
+    """Top-k classes of one window [``start``, ``end``) seconds of a long video or a stream."""
+
+    start: float = 0.0
+    end: float = 0.0
+
+    def to_dict(self) -> dict:
+        row = super().to_dict()
+        return {"video": row.pop("video"), "start": round(self.start, 3), "end": round(self.end, 3), **row}
+
+
+def predict_windows(
+    model, sources: Sequence[str | os.PathLike], grid: Grid, window: float, stride: float, views: Views = Views(),
+    topk: int = 5, batch_size: int = 1, selector: str = "group_dynamic", placement: Placement = Placement(),
+    live: bool = False, stream_format: str | None = None, stop: threading.Event | None = None,
+) -> Iterator[WindowPrediction | PredictionError]:
+    """Classify each source window by window (:func:`fluxvit.data.windows.iter_windows`: one
+    sequential decoding pass, memory flat in the length): every window's frames go through the
+    views and the model as :func:`predict_video` sends a whole video, ``batch_size`` windows per
+    forward. Sources in order, each one's windows in time order; a source that cannot be read
+    (or breaks off midway, after its windows so far) yields a :class:`PredictionError` and the
+    next one is read. ``live``: the sources are streams (``stream_format``: FFmpeg's input
+    format), read until they end; ``stop``, once set, ends the run after the window in hand.
+    The arguments are checked when this is called, before anything is read."""
+    from fluxvit.data.windows import check_window
+
+    check_topk(topk)
+    check_window(window, stride)
+    check_loading(batch_size, 0)
+    grid.check_size(model.patch_size)
+    budget = grid.num_tokens(model.patch_size)
+    return _predict_windows(model, list(sources), grid, window, stride, views, topk, batch_size, selector, placement,
+                            live, stream_format, stop, budget if grid.budget else None, budget)
+
+
+def _predict_windows(model, sources, grid: Grid, window: float, stride: float, views: Views, topk: int,
+                     batch_size: int, selector: str, placement: Placement, live: bool, stream_format: str | None,
+                     stop: threading.Event | None, budget: int | None, tokens: int
+                     ) -> Iterator[WindowPrediction | PredictionError]:
+    import itertools
+
+    from fluxvit.data.windows import iter_windows
+    from fluxvit.errors import VideoError
+
+    shape = f"{grid.frames}x{grid.height}x{grid.width}"
+    per_window = views.clips * views.crops
+    model.to(placement.device).eval()
+    for source in sources:
+        name = str(source)
+        try:
+            windows = iter_windows(source, window, stride, grid.frames, views.clips, grid.height, live=live,
+                                   format=stream_format, stop=stop)
+            while chunk := list(itertools.islice(windows, batch_size)):
+                video = torch.cat([clip_views(w.frames.unflatten(0, (views.clips, grid.frames)), grid, views)
+                                   for w in chunk])  # (windows * V, 3, T, R, R)
+                where = lambda i, name=name, chunk=chunk: f"{name} at {chunk[i // per_window].start:.2f} s"  # noqa: E731
+                probs = _probabilities(model, video, budget, selector, placement, where)
+                for w, p in zip(chunk, probs.unflatten(0, (len(chunk), per_window)).mean(1)):
+                    yield WindowPrediction(name, _top(p, topk, model.class_names), shape, tokens, placement,
+                                           start=w.start, end=w.end)
+        except VideoError as e:
+            yield PredictionError(name, str(e))
+        if stop is not None and stop.is_set():
+            return
+
+
 PREDICTION_FORMATS = (".csv", ".jsonl")
 
 
 class PredictionWriter:
     """Writes results to an open text file as they come: ``.csv`` one row a video (the top class
     and probability, the top-k as ``name:prob;...``, the grid, tokens, device, dtype, or the
-    error), ``.jsonl`` one JSON object a line. Flushed after every row."""
+    error), ``.jsonl`` one JSON object a line. Flushed after every row. ``timeline``: the rows are
+    windows (:class:`WindowPrediction`), with their ``start`` and ``end`` seconds after the video."""
 
     COLUMNS = ("video", "label", "prob", "top", "grid", "tokens", "device", "dtype", "error")
+    TIMELINE = ("start", "end")
 
-    def __init__(self, file, kind: str) -> None:
+    def __init__(self, file, kind: str, timeline: bool = False) -> None:
         import csv
 
         self.file, self.kind = file, kind
+        self.columns = self.COLUMNS[:1] + (self.TIMELINE if timeline else ()) + self.COLUMNS[1:]
         self._csv = csv.writer(file) if kind == ".csv" else None
         if self._csv is not None:
-            self._csv.writerow(self.COLUMNS)
+            self._csv.writerow(self.columns)
 
     def write(self, result: Prediction | PredictionError) -> None:
         if self._csv is None:
             self.file.write(json.dumps(result.to_dict()) + "\n")
-        elif isinstance(result, PredictionError):
-            self._csv.writerow([result.path, "", "", "", "", "", "", "", result.error])
         else:
-            label, prob = result.top[0]
-            top = ";".join(f"{name}:{p:.5f}" for name, p in result.top)
-            self._csv.writerow([result.path, label, f"{prob:.5f}", top, result.grid, result.budget,
-                                *result.placement.to_dict().values(), ""])
+            row = {"video": result.path}
+            if isinstance(result, PredictionError):
+                row["error"] = result.error
+            else:
+                label, prob = result.top[0]
+                row |= {"label": label, "prob": f"{prob:.5f}", "top": ";".join(f"{n}:{p:.5f}" for n, p in result.top),
+                        "grid": result.grid, "tokens": result.budget, **result.placement.to_dict()}
+            if isinstance(result, WindowPrediction):
+                row |= {"start": f"{result.start:.3f}", "end": f"{result.end:.3f}"}
+            self._csv.writerow([row.get(c, "") for c in self.columns])
         self.file.flush()

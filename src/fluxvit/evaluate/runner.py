@@ -7,18 +7,15 @@ the model at a budget, and hands each batch's logits and clip embeddings to the 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from fluxvit import distributed, limits
-from fluxvit.atomic import atomic_write
-from fluxvit.data.annotations import Annotations, read_annotations
+from fluxvit.data.annotations import Annotations
 from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips, records_of
 from fluxvit.data.sampling import SegmentSampler
 from fluxvit.data.transforms import EvalTransform
@@ -140,7 +137,8 @@ class EvalResult:
     """What :func:`evaluate` measured: accuracy (%) over ``videos`` readable videos (``views``
     views in all), at ``grid`` (TxHxW) cut to ``budget`` tokens; GFLOPs per view (the paper's
     encoder count and the whole forward); measured ms per view in the forward; broken videos
-    skipped (count and messages); optionally each class's top-1 and each video's outcome."""
+    skipped (count and messages); optionally each class's top-1, each video's outcome and each
+    video's best classes with their probabilities (for :mod:`fluxvit.evaluate.failures`)."""
 
     top1: float
     top5: float
@@ -158,28 +156,34 @@ class EvalResult:
     dtype: str = "fp32"
     per_class: list[float | None] | None = None
     per_video: dict | None = None  # video id (CSV row) -> correct
+    per_video_top: dict | None = None  # video id (CSV row) -> [(class id, probability)], best first
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the optional fields only when measured)."""
-        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("per_class", "per_video")}
+        optional = ("per_class", "per_video", "per_video_top")
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in optional}
 
 
 def run_views(
     model, loader: CountBroken, budget: int | None, head: int | None,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
     placement: Placement = Placement(), progress: bool = False, desc: str = "eval",
-    selector: str = "group_dynamic", video_name: Callable[[int], str] = str,
+    selector: str = "group_dynamic", video_name: Callable[[int], str] = str, with_tokens: bool = False,
 ) -> RunStats:
     """Run ``model`` over every view of every video on ``placement`` (the model is moved there),
     selecting ``budget`` tokens with ``selector``. ``on_batch(logits (V, K), embeddings (V, D),
     labels (V,), video_ids (V,))``, fp32 on the CPU, receives each batch's views (embeddings None
     for an exported model, which returns logits only); non-finite logits are an error naming
-    ``video_name(video id)``."""
+    ``video_name(video id)``. ``with_tokens``: ``on_batch`` also gets ``tok`` (V, N, C), the
+    last block's token features without the class token, and ``kept`` (V, N), the selector's
+    flat indices (None when nothing was cut), as keywords."""
     device = placement.device
     stats = RunStats()
     watch = Stopwatch(device)
     model.to(device).eval()
     exported = getattr(model, "logits_only", False)  # an artifact of `fluxvit export`
+    if exported and with_tokens:
+        raise ConfigError("an exported model returns logits only; token features need the checkpoint")
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -195,14 +199,20 @@ def run_views(
                 if exported:  # selection and head inside: logits only
                     logits, emb = model(video, num_tokens=budget, head=head, selector=selector), None
                 else:
-                    tokens = model.forward_features(video, num_tokens=budget, selector=selector)
+                    tokens, kept = model.forward_features(video, num_tokens=budget, selector=selector,
+                                                          return_indices=True)
                     h = model.resolve_head(tokens.shape[1] - 1, head)
                     emb = model.forward_head(tokens, h, pre_logits=True)
                     logits = model.classify(emb, h)
             logits = logits.float().cpu()
             check_finite(logits, model, lambda i, ids=ids: video_name(int(ids[i])))
             stats.views += video.shape[0]
-            on_batch(logits, None if emb is None else emb.float().cpu(), labels, ids)
+            emb = None if emb is None else emb.float().cpu()
+            if with_tokens:
+                on_batch(logits, emb, labels, ids, tok=tokens[:, 1:].float().cpu(),
+                         kept=None if kept is None else kept.cpu())
+            else:
+                on_batch(logits, emb, labels, ids)
     stats.seconds = watch.seconds
     stats.broken = list(loader.skipped)
     return stats
@@ -212,11 +222,12 @@ def evaluate(
     model, annotations: Annotations, grid: Grid, views: Views = Views(), head: int | None = None,
     per_class: bool = False, workers: int = 0, progress: bool = False,
     indices: Sequence[int] | None = None, per_video: bool = False, selector: str = "group_dynamic",
-    placement: Placement = Placement(), batch_size: int = 1,
+    placement: Placement = Placement(), batch_size: int = 1, per_video_top: int = 0,
 ) -> EvalResult:
     """Multi-view accuracy of ``model`` at ``grid`` (its budget, if any, selects tokens with
     ``selector``), over the videos of ``annotations`` (or its rows ``indices``), ``batch_size``
-    videos per forward, on ``placement``; see :class:`EvalResult`."""
+    videos per forward, on ``placement``; see :class:`EvalResult`. ``per_video_top``: also
+    each video's that many best classes (under torchrun, every rank's videos)."""
     check_labels(model, annotations)
     check_loading(batch_size, workers)
     grid.check_size(model.patch_size)
@@ -239,7 +250,7 @@ def evaluate(
                 stats.broken + broken
     flops = model.estimate_flops(grid)
     return EvalResult(
-        **acc.result(per_class=per_class, per_video=per_video),
+        **acc.result(per_class=per_class, per_video=per_video, per_video_top=per_video_top),
         grid=f"{grid.frames}x{grid.height}x{grid.width}", budget=budget or grid.num_patches(model.patch_size),
         views_per_video=str(views), gflops=flops.paper / 1e9, gflops_total=flops.total / 1e9,
         ms_per_view=1e3 * stats.seconds / max(stats.views, 1), broken=len(stats.broken),
@@ -354,57 +365,3 @@ def token_optimization_scorer(
         return {g: Score(merged[g]) for g in grids}
 
     return score_many
-
-
-def extract_features(
-    model, csv: str | os.PathLike, out: str | os.PathLike, grid: Grid | None = None, views: Views = Views(),
-    data_root: str | os.PathLike | None = None, workers: int = 0, progress: bool = False,
-    placement: Placement = Placement(), batch_size: int = 1,
-) -> Path:
-    """Pooled clip embeddings (mean over views) of every readable video in ``csv`` -> a
-    safetensors file with ``features`` (V, D), ``labels`` (V,) and ``index`` (V,) (the CSV row of
-    each video; broken ones are absent, and named in the file's metadata)."""
-    from safetensors.torch import save_file
-
-    annotations = read_annotations(csv, data_root)
-    grid = grid or sampling_grid(model, None)
-    grid.check_size(model.patch_size)
-    budget = grid.num_tokens(model.patch_size) if grid.budget else None
-    sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
-    labels: dict[int, int] = {}
-
-    def keep(_logits, emb, y, ids):
-        for e, label, vid in zip(emb, y.tolist(), ids.tolist()):
-            sums[vid] = sums.get(vid, 0) + e
-            counts[vid] = counts.get(vid, 0) + 1
-            labels[vid] = label
-
-    job = distributed.current()  # under torchrun: each rank its share, rank 0 writes everyone's
-    loader = view_loader(annotations, grid, views, workers, distributed.shard(list(range(len(annotations))), job),
-                         batch_size)
-    stats = run_views(model, loader, budget, None, keep, placement, progress=progress, desc="features",
-                      video_name=_names(annotations))
-    broken = list(stats.broken)
-    if job.distributed:
-        parts = distributed.gather_objects((sums, counts, labels, stats.broken), job)
-        sums, counts, labels, broken = {}, {}, {}, []
-        for part_sums, part_counts, part_labels, part_broken in parts:  # ranks hold disjoint videos
-            sums.update(part_sums)
-            counts.update(part_counts)
-            labels.update(part_labels)
-            broken += part_broken
-    order = sorted(sums)
-    if not order:
-        raise ConfigError(f"{csv}: no video could be read, no features written")
-    tensors = {
-        "features": torch.stack([sums[i] / counts[i] for i in order]),
-        "labels": torch.tensor([labels[i] for i in order]),
-        "index": torch.tensor(order),
-    }
-    out = Path(out)
-    if job.is_main:
-        with atomic_write(out) as tmp:
-            save_file(tensors, str(tmp), metadata={"grid": str(grid), "broken": "\n".join(broken),
-                                                   **placement.to_dict()})
-    return out

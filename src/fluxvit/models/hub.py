@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fluxvit import __version__
 from fluxvit.errors import CheckpointError, ConfigError, reason
+from fluxvit.files import directory, new_or_empty_directory
 from fluxvit.models.checkpoint import FOLDER_FILES, WEIGHTS_NAME, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,13 @@ def _check_repo_id(repo_id: str | None) -> None:
 
 
 def _claim(folder: Path, overwrite: bool) -> None:
-    """Refuse a path that is not a folder, or a non-empty folder without ``overwrite``."""
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise CheckpointError(f"{folder}: exists and is not a folder")
-        if folder.is_dir() and not overwrite and any(folder.iterdir()):
-            raise CheckpointError(f"{folder}: folder is not empty (choose a new one, or pass overwrite=True)")
-    except OSError as e:
-        raise CheckpointError(f"{folder}: cannot access ({reason(e)})") from None
+    """Refuse a path that is not a folder, or a non-empty folder without ``overwrite`` (then the
+    error says to choose a new one or pass overwrite=True)."""
+    if overwrite:
+        if os.path.lexists(folder):
+            directory(folder, "checkpoint folder", CheckpointError)
+    else:
+        new_or_empty_directory(folder, "checkpoint folder", CheckpointError, advice=" (or pass overwrite=True)")
 
 
 def upload_folder(folder: str | os.PathLike, repo_id: str, private: bool | None = None, token: str | None = None,
