@@ -546,6 +546,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     views = Views.parse(args.views)  # the values first, before any file is read
     check_loading(args.batch_size, args.workers)
+    if args.window is not None or args.stride is not None:
+        from fluxvit.data.windows import check_window
+
+        if args.window is None:
+            raise ConfigError("--stride goes with --window (the length of each window)")
+        check_window(args.window, args.window if args.stride is None else args.stride)
+        if args.workers:
+            raise ConfigError("--workers is for whole videos; windows are decoded in one pass per video")
     out = Path(args.out)
     if out.suffix.lower() != ".safetensors":
         raise ConfigError(f"--out {out}: features are written to a .safetensors file")
@@ -566,7 +574,8 @@ def cmd_features(args: argparse.Namespace) -> int:
                         [r.path for r in inputs.records[:4]], views)
     summary = extract_features(model, inputs, out, grid, views, tokens=args.tokens, workers=args.workers,
                                batch_size=args.batch_size, placement=placement, progress=sys.stderr.isatty(),
-                               selector=args.selector, checkpoint=args.checkpoint)
+                               selector=args.selector, checkpoint=args.checkpoint, window=args.window,
+                               stride=args.stride)
     from fluxvit import distributed
 
     if not distributed.current().is_main:
@@ -577,7 +586,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         print(_json(summary.to_dict()))
     else:
         shapes = "  ".join(f"{k} {'x'.join(map(str, v))}" for k, v in summary.shapes.items())
-        print(f"wrote {out}: {summary.rows} of {summary.inputs} videos ({len(summary.broken)} broken) at {grid}, "
+        rows = f"{summary.rows} windows of {summary.inputs} videos" if args.window else \
+            f"{summary.rows} of {summary.inputs} videos"
+        print(f"wrote {out}: {rows} ({len(summary.broken)} broken) at {grid}, "
               f"{grid.num_tokens(model.patch_size)} tokens: {shapes}")
     return 0
 
@@ -888,6 +899,11 @@ def _add_eval_commands(sub) -> None:
                         "kept indices (size checked against FLUXVIT_MAX_FEATURE_BYTES)")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video; the clip feature is their mean "
                    "(default 1x1)")
+    p.add_argument("--window", type=_seconds, default=None, metavar="S",
+                   help="one row per window of S seconds of each video (2, 2s, 1.5s), each video decoded once in "
+                        "order; a last window shorter than half of S joins the one before")
+    p.add_argument("--stride", type=_seconds, default=None, metavar="S",
+                   help="seconds from one window's start to the next (default: the window)")
     p.add_argument("--batch-size", type=_int, default=1, help="videos per forward (default 1)")
     p.add_argument("--workers", type=_int, default=0, help="decoding processes (default 0)")
     p.add_argument("--data-root", default=None, help="folder an annotation file's paths are relative to")

@@ -104,3 +104,61 @@ def test_bad_outputs_and_values_are_one_line(setup, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
     assert (out.read_bytes() if out.exists() else None) == before  # nothing written or replaced
+
+
+def test_window_features_cover_the_video_one_row_per_window(setup, tmp_path, capsys):
+    """--window: one row per window of each video (its start and end in seconds, the video's
+    input index), the windows covering the video, each row the clip embedding of that window's
+    frames exactly as iter_windows decodes them; a broken input is named and skipped."""
+    import numpy as np
+
+    from fluxvit.data.encode import write_video
+    from fluxvit.data.windows import iter_windows, plan_windows
+    from fluxvit.evaluate.predict import clip_views
+
+    _, _, ckpt = setup
+    rng = np.random.default_rng(0)
+    long = write_video(tmp_path / "long.mp4", rng.integers(0, 255, (65, 64, 64, 3), dtype=np.uint8), fps=10)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"garbage" * 30)
+    out = tmp_path / "w.safetensors"
+    assert cli(["features", str(long), str(broken), "--checkpoint", str(ckpt), "--window", "2s", "--stride", "1.5",
+                "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "broken.mp4" in captured.err
+    t = load_file(str(out))
+    plan = plan_windows(6.5, 2.0, 1.5)
+    assert len(plan) >= 4 and t["features"].shape == (len(plan), 192)
+    assert t["index"].tolist() == [0] * len(plan)
+    starts, ends = t["start_s"].tolist(), t["end_s"].tolist()
+    assert starts[0] == 0.0 and all(b - a == pytest.approx(1.5) for a, b in zip(starts, starts[1:]))
+    assert ends[-1] == pytest.approx(6.5, abs=0.11)  # the last frame's end: 65 frames at 10 fps
+    meta = _metadata(out)
+    assert meta["window_s"] == "2" and meta["stride_s"] == "1.5" and len(json.loads(meta["broken"])) == 1
+
+    model = fluxvit.load_checkpoint(ckpt).eval()
+    grid = Grid(4, 56)
+    for row, w in enumerate(iter_windows(long, 2.0, 1.5, grid.frames, 1, grid.height)):
+        with torch.no_grad():
+            emb = model.forward_head(model.forward_features(clip_views(w.frames[None], grid, Views())), pre_logits=True)
+        assert (w.start, w.end) == (pytest.approx(starts[row]), pytest.approx(ends[row]))
+        assert torch.allclose(t["features"][row], emb[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--window", "0"], "window"), (["--stride", "1"], "--stride goes with --window"),
+    (["--window", "2", "--workers", "2"], "--workers is for whole videos"), (["--window", "abc"], "--window"),
+    (["--window", "100"], "longer than the video")])
+def test_bad_window_values_are_one_line(setup, tmp_path, capsys, args, expected):
+    _, data, ckpt = setup
+    video = next((data.val_csv.parent / "val").rglob("*.mp4"))
+    out = tmp_path / "f.safetensors"
+    try:
+        code = cli(["features", str(video), "--checkpoint", str(ckpt), "--out", str(out), *args])
+    except SystemExit as e:  # argparse's own refusal of a value it cannot read
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    if expected == "longer than the video":  # a video too short for the window: broken, so nothing to write
+        assert code == 2 and "longer than" in err and not out.exists()
+        return
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err and not out.exists()

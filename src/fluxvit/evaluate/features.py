@@ -38,7 +38,7 @@ from fluxvit import distributed, limits
 from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, VideoRecord
 from fluxvit.errors import ConfigError
-from fluxvit.evaluate.runner import Views, check_loading, run_views, view_loader
+from fluxvit.evaluate.runner import Views, check_finite, check_loading, forward_views, run_views, view_loader
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
 
@@ -84,14 +84,79 @@ def check_output_size(rows: int, views: Views, tokens: int, width: int) -> None:
     limits.FEATURE_BYTES.check(rows * per_row, f"--tokens for {rows} videos x {views} views x {tokens} tokens")
 
 
+class _Rows:
+    """The rows being collected, keyed (video, window number): the sum and count of the views'
+    embeddings, the label, window times, and with ``tokens`` each view's token features and kept
+    indices; per-token output is counted against ``FLUXVIT_MAX_FEATURE_BYTES`` as it grows (a
+    long video's window count is known only once it is read)."""
+
+    def __init__(self, tokens: bool, views: Views, n: int, width: int) -> None:
+        self.rows: dict[tuple[int, int], dict] = {}
+        self.tokens, self.views, self.n, self.width = tokens, views, n, width
+
+    def add(self, key: tuple[int, int], emb: torch.Tensor, label: int, tok=None, kept=None, **times) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            if self.tokens:
+                check_output_size(len(self.rows) + 1, self.views, self.n, self.width)
+            row = self.rows[key] = {"sum": 0, "views": 0, "label": label, "tokens": [], "kept": [], **times}
+        row["sum"] = row["sum"] + emb
+        row["views"] += 1
+        if tok is not None:
+            row["tokens"].append(tok)
+            row["kept"].append(kept)
+
+    def add_views(self, _logits, emb, labels, ids, tok=None, kept=None) -> None:
+        """:func:`run_views`'s ``on_batch``: each view to its video's row."""
+        for v, vid in enumerate(ids.tolist()):
+            self.add((vid, 0), emb[v], int(labels[v]), None if tok is None else tok[v],
+                     None if kept is None else kept[v])
+
+
+def _window_rows(model, annotations: Annotations, mine: list[int], grid: Grid, window: float, stride: float,
+                 views: Views, batch_size: int, budget: int | None, head: int, selector: str,
+                 placement: Placement, tokens: bool, collect: _Rows, progress: bool) -> list[str]:
+    """Collect one row per window of the videos ``mine`` (one decoding pass each); returns the
+    broken videos' one-line errors."""
+    from fluxvit.evaluate.predict import window_batches
+
+    per_window = views.clips * views.crops
+    broken: list[str] = []
+    videos = mine
+    if progress:
+        from tqdm import tqdm
+
+        videos = tqdm(mine, desc="features", unit="video", leave=False)
+    with torch.no_grad():
+        for vid in videos:  # one video at a time: the same file listed twice is two inputs
+            label, number = annotations.records[vid].label, 0
+            for batch in window_batches([annotations.records[vid].path], grid, window, stride, views, batch_size):
+                if batch.error is not None:
+                    broken.append(batch.error)
+                    break
+                out = forward_views(model, batch.video, budget, head, placement, selector, tokens)
+                check_finite(out.logits, model,
+                             lambda r, b=batch: f"{b.source} at {b.windows[r // per_window].start:.2f} s")
+                for r in range(out.logits.shape[0]):
+                    w = batch.windows[r // per_window]
+                    collect.add((vid, number + r // per_window), out.embeddings[r], label,
+                                None if out.tokens is None else out.tokens[r],
+                                None if out.kept is None else out.kept[r], start=w.start, end=w.end)
+                number += len(batch.windows)
+    return broken
+
+
 def extract_features(
     model, annotations: Annotations, out: str | os.PathLike, grid: Grid, views: Views = Views(),
     tokens: bool = False, workers: int = 0, batch_size: int = 1, placement: Placement = Placement(),
     progress: bool = False, selector: str = "group_dynamic", checkpoint: str | None = None,
+    window: float | None = None, stride: float | None = None,
 ) -> FeatureSummary:
     """Features of every readable video of ``annotations`` at ``grid`` (cut to its budget by
-    ``selector``) over ``views``, to the safetensors file ``out`` (see the module's table).
-    Under ``torchrun`` each rank extracts its share and rank 0 writes everyone's rows."""
+    ``selector``) over ``views``, to the safetensors file ``out`` (see the module's table); with
+    ``window`` (seconds; ``stride`` default: the window), one row per window of each video,
+    decoded in one pass. Under ``torchrun`` each rank extracts its share of the videos and rank
+    0 writes everyone's rows."""
     from safetensors.torch import save_file
 
     check_loading(batch_size, workers)
@@ -99,45 +164,52 @@ def extract_features(
     n = grid.num_tokens(model.patch_size)
     budget = n if grid.budget else None
     head = model.resolve_head(n)
-    if tokens:
+    if window is not None:
+        from fluxvit.data.windows import check_window
+
+        stride = window if stride is None else stride
+        check_window(window, stride)
+    elif stride is not None:
+        raise ConfigError("a stride goes with a window (the length of each window)")
+    if tokens and window is None:
         check_output_size(len(annotations), views, n, model.config.embed_dim)
-    rows: dict[int, dict] = {}
-
-    def on_batch(_logits, emb, labels, ids, tok=None, kept=None):
-        for v, vid in enumerate(ids.tolist()):
-            row = rows.setdefault(vid, {"sum": 0, "views": 0, "label": int(labels[v]), "tokens": [], "kept": []})
-            row["sum"] = row["sum"] + emb[v]
-            row["views"] += 1
-            if tok is not None:
-                row["tokens"].append(tok[v])
-                row["kept"].append(None if kept is None else kept[v])
-
     job = distributed.current()
-    loader = view_loader(annotations, grid, views, workers,
-                         distributed.shard(list(range(len(annotations))), job), batch_size)
-    stats = run_views(model, loader, budget, head, on_batch, placement, progress=progress, desc="features",
-                      selector=selector, video_name=lambda i: str(annotations.records[i].path),
-                      with_tokens=tokens)
-    broken = list(stats.broken)
+    mine = distributed.shard(list(range(len(annotations))), job)
+    collect = _Rows(tokens, views, n, model.config.embed_dim)
+    model.to(placement.device).eval()
+    if window is None:
+        loader = view_loader(annotations, grid, views, workers, mine, batch_size)
+        stats = run_views(model, loader, budget, head, collect.add_views, placement, progress=progress,
+                          desc="features", selector=selector, video_name=lambda i: str(annotations.records[i].path),
+                          with_tokens=tokens)
+        broken = list(stats.broken)
+    else:
+        broken = _window_rows(model, annotations, mine, grid, window, stride, views, batch_size, budget, head,
+                              selector, placement, tokens, collect, progress)
+    rows = collect.rows
     if job.distributed:
-        parts = distributed.gather_objects((rows, stats.broken), job)
+        parts = distributed.gather_objects((rows, broken), job)
         rows, broken = {}, []
         for part_rows, part_broken in parts:
             rows.update(part_rows)  # ranks hold disjoint videos
             broken += part_broken
-    order = sorted(rows)
+    order = sorted(rows)  # (video, window): inputs in order, each video's windows in time order
     if not order:
-        raise ConfigError(f"{annotations.csv}: no video could be read, no features written")
+        first = f" (the first: {broken[0]})" if broken else ""
+        raise ConfigError(f"{annotations.csv}: no video could be read{first}; no features written")
     tensors = {
-        "features": torch.stack([rows[i]["sum"] / rows[i]["views"] for i in order]).contiguous(),
-        "index": torch.tensor(order, dtype=torch.int64),
+        "features": torch.stack([rows[k]["sum"] / rows[k]["views"] for k in order]).contiguous(),
+        "index": torch.tensor([k[0] for k in order], dtype=torch.int64),
     }
-    if any(rows[i]["label"] != UNLABELLED for i in order):
-        tensors["labels"] = torch.tensor([rows[i]["label"] for i in order], dtype=torch.int64)
+    if window is not None:
+        tensors["start_s"] = torch.tensor([rows[k]["start"] for k in order], dtype=torch.float64)
+        tensors["end_s"] = torch.tensor([rows[k]["end"] for k in order], dtype=torch.float64)
+    if any(rows[k]["label"] != UNLABELLED for k in order):
+        tensors["labels"] = torch.tensor([rows[k]["label"] for k in order], dtype=torch.int64)
     if tokens:
-        tensors["tokens"] = torch.stack([torch.stack(rows[i]["tokens"]) for i in order]).contiguous()
+        tensors["tokens"] = torch.stack([torch.stack(rows[k]["tokens"]) for k in order]).contiguous()
         if budget is not None:
-            tensors["kept"] = torch.stack([torch.stack(rows[i]["kept"]) for i in order]).to(torch.int64)
+            tensors["kept"] = torch.stack([torch.stack(rows[k]["kept"]) for k in order]).to(torch.int64)
         kept_all = tensors.get("kept")
         tensors["positions"] = torch.stack([
             token_positions(None if kept_all is None else kept_all[j], grid, model.patch_size,
@@ -151,8 +223,11 @@ def extract_features(
         "budget": str(n),
         "head": str(head),
         "views": str(views),
+        "window_s": "" if window is None else f"{window:g}",
+        "stride_s": "" if window is None else f"{stride:g}",
         "selector": selector,
-        "feature": f"projector {head} output (clip embedding), mean over views",
+        "feature": f"projector {head} output (clip embedding), mean over views"
+                   + (" of each window" if window is not None else ""),
         "videos": json.dumps([str(r.path) for r in annotations.records]),
         "classes": json.dumps(list(annotations.classes or model.class_names or [])),
         "broken": json.dumps(broken),

@@ -232,18 +232,31 @@ def predict_windows(
                             live, stream_format, stop, budget if grid.budget else None, budget)
 
 
-def _predict_windows(model, sources, grid: Grid, window: float, stride: float, views: Views, topk: int,
-                     batch_size: int, selector: str, placement: Placement, live: bool, stream_format: str | None,
-                     stop: threading.Event | None, budget: int | None, tokens: int
-                     ) -> Iterator[WindowPrediction | PredictionError]:
+@dataclass
+class WindowBatch:
+    """Up to ``batch_size`` consecutive windows of one source and their normalised views
+    ``video`` (windows * V, 3, T, R, R), window-major; or, when the source could not be read or
+    broke off (after its windows so far), its one-line ``error`` and no windows."""
+
+    source: str
+    windows: list
+    video: torch.Tensor | None = None
+    error: str | None = None
+
+
+def window_batches(sources: Sequence[str | os.PathLike], grid: Grid, window: float, stride: float,
+                   views: Views = Views(), batch_size: int = 1, live: bool = False,
+                   stream_format: str | None = None, stop: threading.Event | None = None) -> Iterator[WindowBatch]:
+    """Each source window by window (:func:`fluxvit.data.windows.iter_windows`: one sequential
+    decoding pass, memory flat in the length), ``batch_size`` windows at a time, each window's
+    frames through the same views and preprocessing as a whole video's (:func:`clip_views`).
+    Sources in order; one that cannot be read ends in a batch with its ``error``, and the next
+    is read. ``stop``, once set, ends the run after the batch in hand."""
     import itertools
 
     from fluxvit.data.windows import iter_windows
     from fluxvit.errors import VideoError
 
-    shape = f"{grid.frames}x{grid.height}x{grid.width}"
-    per_window = views.clips * views.crops
-    model.to(placement.device).eval()
     for source in sources:
         name = str(source)
         try:
@@ -251,16 +264,31 @@ def _predict_windows(model, sources, grid: Grid, window: float, stride: float, v
                                    format=stream_format, stop=stop)
             while chunk := list(itertools.islice(windows, batch_size)):
                 video = torch.cat([clip_views(w.frames.unflatten(0, (views.clips, grid.frames)), grid, views)
-                                   for w in chunk])  # (windows * V, 3, T, R, R)
-                where = lambda i, name=name, chunk=chunk: f"{name} at {chunk[i // per_window].start:.2f} s"  # noqa: E731
-                probs = _probabilities(model, video, budget, selector, placement, where)
-                for w, p in zip(chunk, probs.unflatten(0, (len(chunk), per_window)).mean(1)):
-                    yield WindowPrediction(name, _top(p, topk, model.class_names), shape, tokens, placement,
-                                           start=w.start, end=w.end)
+                                   for w in chunk])
+                yield WindowBatch(name, chunk, video)
         except VideoError as e:
-            yield PredictionError(name, str(e))
+            yield WindowBatch(name, [], error=str(e))
         if stop is not None and stop.is_set():
             return
+
+
+def _predict_windows(model, sources, grid: Grid, window: float, stride: float, views: Views, topk: int,
+                     batch_size: int, selector: str, placement: Placement, live: bool, stream_format: str | None,
+                     stop: threading.Event | None, budget: int | None, tokens: int
+                     ) -> Iterator[WindowPrediction | PredictionError]:
+    shape = f"{grid.frames}x{grid.height}x{grid.width}"
+    per_window = views.clips * views.crops
+    model.to(placement.device).eval()
+    for batch in window_batches(sources, grid, window, stride, views, batch_size, live, stream_format, stop):
+        if batch.error is not None:
+            yield PredictionError(batch.source, batch.error)
+            continue
+        chunk, name = batch.windows, batch.source
+        where = lambda i, name=name, chunk=chunk: f"{name} at {chunk[i // per_window].start:.2f} s"  # noqa: E731
+        probs = _probabilities(model, batch.video, budget, selector, placement, where)
+        for w, p in zip(chunk, probs.unflatten(0, (len(chunk), per_window)).mean(1)):
+            yield WindowPrediction(name, _top(p, topk, model.class_names), shape, tokens, placement,
+                                   start=w.start, end=w.end)
 
 
 PREDICTION_FORMATS = (".csv", ".jsonl")

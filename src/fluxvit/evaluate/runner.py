@@ -6,6 +6,7 @@ the model at a budget, and hands each batch's logits and clip embeddings to the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -164,6 +165,43 @@ class EvalResult:
         return {k: v for k, v in asdict(self).items() if v is not None or k not in optional}
 
 
+@dataclass
+class ViewOutputs:
+    """One forward of views, fp32 on the CPU: ``logits`` (V, K), ``embeddings`` (V, D) - the
+    clip embeddings of the head used (None for an exported model, which returns logits only) -
+    and with tokens asked, ``tokens`` (V, N, C), the last block's token features without the
+    class token, and ``kept`` (V, N), the selector's flat indices (None when nothing was cut)."""
+
+    logits: torch.Tensor
+    embeddings: torch.Tensor | None
+    tokens: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
+
+
+def forward_views(model, video: torch.Tensor, budget: int | None, head: int | None, placement: Placement,
+                  selector: str = "group_dynamic", with_tokens: bool = False,
+                  watch: Stopwatch | None = None) -> ViewOutputs:
+    """Run ``model`` (already on ``placement``, in eval mode, under no_grad) on the normalised
+    views ``video`` (V, 3, T, R, R), selecting ``budget`` tokens with ``selector``, through
+    ``head`` (None: the nearest); the forward alone is timed by ``watch``."""
+    exported = getattr(model, "logits_only", False)  # an artifact of `fluxvit export`
+    if exported and with_tokens:
+        raise ConfigError("an exported model returns logits only; token features need the checkpoint")
+    video = video.to(placement.device, non_blocking=True)
+    tokens = kept = emb = None
+    with watch if watch is not None else contextlib.nullcontext(), placement.autocast():
+        if exported:  # selection and head inside: logits only
+            logits = model(video, num_tokens=budget, head=head, selector=selector)
+        else:
+            tokens, kept = model.forward_features(video, num_tokens=budget, selector=selector, return_indices=True)
+            h = model.resolve_head(tokens.shape[1] - 1, head)
+            emb = model.forward_head(tokens, h, pre_logits=True)
+            logits = model.classify(emb, h)
+    return ViewOutputs(logits.float().cpu(), None if emb is None else emb.float().cpu(),
+                       tokens[:, 1:].float().cpu() if with_tokens else None,
+                       kept.cpu() if with_tokens and kept is not None else None)
+
+
 def run_views(
     model, loader: CountBroken, budget: int | None, head: int | None,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
@@ -171,19 +209,14 @@ def run_views(
     selector: str = "group_dynamic", video_name: Callable[[int], str] = str, with_tokens: bool = False,
 ) -> RunStats:
     """Run ``model`` over every view of every video on ``placement`` (the model is moved there),
-    selecting ``budget`` tokens with ``selector``. ``on_batch(logits (V, K), embeddings (V, D),
-    labels (V,), video_ids (V,))``, fp32 on the CPU, receives each batch's views (embeddings None
-    for an exported model, which returns logits only); non-finite logits are an error naming
-    ``video_name(video id)``. ``with_tokens``: ``on_batch`` also gets ``tok`` (V, N, C), the
-    last block's token features without the class token, and ``kept`` (V, N), the selector's
-    flat indices (None when nothing was cut), as keywords."""
-    device = placement.device
+    selecting ``budget`` tokens with ``selector`` (:func:`forward_views`). ``on_batch(logits (V,
+    K), embeddings (V, D), labels (V,), video_ids (V,))``, fp32 on the CPU, receives each batch's
+    views (embeddings None for an exported model, which returns logits only); non-finite logits
+    are an error naming ``video_name(video id)``. ``with_tokens``: ``on_batch`` also gets ``tok``
+    (V, N, C) and ``kept`` (V, N) (see :class:`ViewOutputs`) as keywords."""
     stats = RunStats()
-    watch = Stopwatch(device)
-    model.to(device).eval()
-    exported = getattr(model, "logits_only", False)  # an artifact of `fluxvit export`
-    if exported and with_tokens:
-        raise ConfigError("an exported model returns logits only; token features need the checkpoint")
+    watch = Stopwatch(placement.device)
+    model.to(placement.device).eval()
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -191,28 +224,17 @@ def run_views(
         iterator = tqdm(loader, desc=desc, unit="video", leave=False)
     with torch.no_grad():
         for batch in iterator:
-            video = batch.video.flatten(0, 1).to(device, non_blocking=True)  # (B*V, 3, T, R, R)
             per_video = batch.video.shape[1]
             labels = batch.label.repeat_interleave(per_video)
             ids = batch.index.repeat_interleave(per_video)
-            with watch, placement.autocast():
-                if exported:  # selection and head inside: logits only
-                    logits, emb = model(video, num_tokens=budget, head=head, selector=selector), None
-                else:
-                    tokens, kept = model.forward_features(video, num_tokens=budget, selector=selector,
-                                                          return_indices=True)
-                    h = model.resolve_head(tokens.shape[1] - 1, head)
-                    emb = model.forward_head(tokens, h, pre_logits=True)
-                    logits = model.classify(emb, h)
-            logits = logits.float().cpu()
-            check_finite(logits, model, lambda i, ids=ids: video_name(int(ids[i])))
-            stats.views += video.shape[0]
-            emb = None if emb is None else emb.float().cpu()
+            out = forward_views(model, batch.video.flatten(0, 1), budget, head, placement, selector, with_tokens,
+                                watch)  # (B*V, 3, T, R, R) views
+            check_finite(out.logits, model, lambda i, ids=ids: video_name(int(ids[i])))
+            stats.views += out.logits.shape[0]
             if with_tokens:
-                on_batch(logits, emb, labels, ids, tok=tokens[:, 1:].float().cpu(),
-                         kept=None if kept is None else kept.cpu())
+                on_batch(out.logits, out.embeddings, labels, ids, tok=out.tokens, kept=out.kept)
             else:
-                on_batch(logits, emb, labels, ids)
+                on_batch(out.logits, out.embeddings, labels, ids)
     stats.seconds = watch.seconds
     stats.broken = list(loader.skipped)
     return stats
