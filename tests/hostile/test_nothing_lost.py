@@ -175,6 +175,8 @@ CASES = [(door, kind) for door in DOORS for kind in NOT_A_FILE
 def test_file_arguments_that_are_not_files(tmp_path, nano_ckpt, good_video, door, kind):
     """As a real process under a timeout: a FIFO or a device would block or flood it."""
     make, problem = NOT_A_FILE[kind]
+    if (door, kind) == ("annotations", "directory"):  # a folder is a dataset of CLASS/ folders: this one has none
+        problem = "no class folders; a folder dataset is FOLDER/CLASS/video.mp4"
     argv = DOORS[door](make(tmp_path), nano_ckpt, good_video)
     assert_user_error(run_process(*argv, timeout=60), argv[0], problem)
 

@@ -17,7 +17,8 @@ CSV_CASES = {
     "label_negative": (b"good.mp4 -3\n", 1, "unknown label id -3"),
     "label_beyond_the_model": (b"good.mp4 0\ngood.mp4 4\n", 2, "label 4 is outside the model's 4 classes"),
     "label_of_many_digits": (b"good.mp4 1" + b"0" * 5000 + b"\n", 1, "is not an integer"),
-    "header_row": (b"path,label\ngood.mp4,0\n", 1, "label 'label' is not an integer"),
+    # a header is read by its column names (path, label); Kinetics' own header has no 'path'
+    "header_row": (b"youtube_id,label,time_start\ngood.mp4,0,1\n", 1, "a header line without 'path' column"),
     "empty": (b"", 0, "no clips listed"),
     "only_blank_lines": (b"\n  \n\t\n\r\n", 0, "no clips listed"),
     "binary_garbage": (bytes(range(256)) * 8, 0, "cannot read annotation file"),
@@ -50,8 +51,9 @@ def test_label_beyond_classes_txt_names_the_line(tmp_path, good_video, nano_ckpt
 
 
 def test_csv_that_is_a_directory_or_missing(tmp_path, nano_ckpt, cli):
+    # a folder is read as a dataset of CLASS/ folders: this one has none
     assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", tmp_path), "eval",
-                      f"{tmp_path}: is a directory (expected: annotation file)")
+                      f"{tmp_path}: no class folders")
     assert_user_error(cli("eval", "--checkpoint", nano_ckpt, "--data", tmp_path / "nope.csv"), "eval",
                       f"{tmp_path / 'nope.csv'}: no such annotation file")
 
