@@ -12,7 +12,6 @@ from fluxvit.cli import main
 from fluxvit.evaluate.token_optimization import stored_grid
 from fluxvit.models.registry import load_checkpoint
 
-
 # ``demo --quick`` on even less (6 clips a class, 6 steps, two search frame counts and sizes):
 # every stage of the pipeline, in a fraction of the time; the numbers are near chance.
 TINY = ["--quick", "--set", "per_class=6", "--set", "steps=6", "--set", "search_frames=[4,8]",
