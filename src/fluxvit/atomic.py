@@ -96,6 +96,34 @@ def atomic_write(path: str | os.PathLike, durable: bool = True) -> Iterator[Path
         _remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill (with :func:`atomic_write`,
+    :func:`write_text`); on success it takes the place of ``path`` - new, or an empty folder
+    (through a symbolic link: the folder it names) - and on any exception, Ctrl-C included, it is
+    removed: a folder of outputs (a report) appears whole or not at all. Errors name ``path``."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove(tmp)  # a killed run's
+        tmp.mkdir()
+    except OSError as e:
+        raise _output_error(path, e) from None
+    try:
+        try:
+            yield tmp
+        except OutputError as e:  # a file inside: named where it was to be
+            raise OutputError(str(e).replace(str(tmp), str(path)), e.cause) from None
+        try:
+            os.replace(tmp, path)  # over an empty folder too
+            _fsync(path.parent)
+        except OSError as e:
+            raise _output_error(path, e) from None
+    finally:
+        _remove(tmp)
+
+
 def _write_error(e: Exception, tmp: Path) -> OSError | None:
     """The OS error behind ``e`` if it is a failure to write ``tmp``: an OSError naming it or
     of a full or read-only file system, or a library's error wrapping one (safetensors reports
@@ -149,9 +177,15 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+# A file name that is not UTF-8 (its bytes decoded by Python as surrogates) is written back as
+# those bytes, as the terminal shows it: a report or a prediction table names the very file.
+TEXT_ERRORS = "surrogateescape"
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    """Write ``text`` (UTF-8; file names' undecodable bytes as they were: :data:`TEXT_ERRORS`)
+    to ``path`` atomically; returns the path."""
     path = Path(path)
     with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors=TEXT_ERRORS)
     return path

@@ -422,7 +422,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.report is not None:  # a new or empty folder, before any video is read
         from fluxvit.evaluate.failures import check_report_dir
 
-        check_report_dir(args.report, model.num_classes)
+        check_report_dir(args.report, model.num_classes, args.data)
     placement = _placement(args, sharded=True)
     model, placement = _accelerate(model, args, placement)
     # a folder's class folders (or name labels) are numbered as the model numbers its classes
@@ -597,7 +597,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
 
-    from fluxvit.atomic import atomic_write
+    from fluxvit.atomic import TEXT_ERRORS, atomic_write
     from fluxvit.evaluate.predict import (
         PREDICTION_FORMATS,
         PredictionError,
@@ -650,8 +650,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer = None
         if out is not None:
             tmp = stack.enter_context(atomic_write(out))
-            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8")),
-                                      out.suffix.lower())
+            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8",
+                                                               errors=TEXT_ERRORS)), out.suffix.lower())
         results = predict_videos(model, paths, grid, views, args.topk, args.batch_size, workers, args.selector,
                                  placement)
         for i, result in enumerate(results):
@@ -727,7 +727,7 @@ def _predict_timeline(args: argparse.Namespace, model, grid, views, placement, p
     import contextlib
     import threading
 
-    from fluxvit.atomic import atomic_write
+    from fluxvit.atomic import TEXT_ERRORS, atomic_write
     from fluxvit.evaluate.predict import PredictionError, PredictionWriter, predict_windows
 
     live = args.stream is not None
@@ -739,8 +739,8 @@ def _predict_timeline(args: argparse.Namespace, model, grid, views, placement, p
         writer = None
         if out is not None:
             tmp = stack.enter_context(atomic_write(out))
-            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8")),
-                                      out.suffix.lower(), timeline=True)
+            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8",
+                                                               errors=TEXT_ERRORS)), out.suffix.lower(), timeline=True)
         # a stream's windows are classified as each completes; a file's a batch at a time
         results = predict_windows(model, [args.stream] if live else paths, grid, args.window, args.stride, views,
                                   args.topk, 1 if live else args.batch_size, args.selector, placement, live=live,
@@ -1164,6 +1164,10 @@ def main(argv: list[str] | None = None) -> int:
     from fluxvit.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()  # an application may own the allocator: keep freed activations in-process
+    from fluxvit.atomic import TEXT_ERRORS
+
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is printed as its bytes, as ls does,
+        sys.stdout.reconfigure(errors=TEXT_ERRORS)  # whatever the locale (stderr escapes it already)
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USER_ERROR

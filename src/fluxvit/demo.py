@@ -36,6 +36,7 @@ from fluxvit.evaluate.workflow import plain_accuracies, token_optimization_repor
 from fluxvit.files import directory, read_text
 from fluxvit.flux.grid import Grid
 from fluxvit.models.registry import load_checkpoint, model_config
+from fluxvit.train.config import config_from_dict
 from fluxvit.typecheck import bounds, check_fields
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class DemoSettings:
         cfg = model_config(self.model)  # an unknown name: one line listing the known ones
         base = self.base_grid.num_patches(cfg.patch_size)
         for name in ("budgets", "flux_heads"):
+            if not getattr(self, name):
+                raise ConfigError(f"demo setting {name!r} must list at least one token budget")
             too_big = [b for b in getattr(self, name) if b > base]
             if too_big:
                 raise ConfigError(f"demo setting {name!r}: {too_big[0]} tokens is more than the baseline grid "
@@ -91,6 +94,25 @@ class DemoSettings:
         limits.BATCH_SIZE.check(self.batch_size, "demo setting 'batch_size'")
         limits.WORKERS.check(self.workers, "demo setting 'workers'")
         Views.parse(self.test_views)
+        if self.data is not None and os.path.realpath(self.out) == os.path.realpath(self.data):
+            raise ConfigError(f"demo setting 'out' {self.out}: is the --data folder; the demo writes its tune and test "
+                              "lists, report and checkpoints there: choose another output folder")
+        # what the stages after the first training take, checked before it: both training runs'
+        # settings (the flux model trains second) and Token Optimization's grids for every budget
+        for name, flux in (("baseline", False), ("flux", True)):
+            try:
+                config_from_dict(_train_config(self, Path(self.data or "."), Path("tune.csv"), name, flux))
+            except ConfigError as e:
+                raise ConfigError(f"demo settings: the {name} model's training config: {e}") from None
+        try:
+            for budget in self.budgets:
+                self.search_space().candidates(budget, cfg.patch_size)
+        except ConfigError as e:
+            raise ConfigError(f"demo settings 'search_frames', 'search_sizes': {e}") from None
+
+    def search_space(self) -> SearchSpace:
+        """Where Token Optimization searches a grid for each budget."""
+        return SearchSpace(frames=self.search_frames, sizes=self.search_sizes, max_factor=8.0)
 
     @property
     def base_grid(self) -> Grid:
@@ -214,7 +236,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     t = time.perf_counter()
     flux_model = load_checkpoint(checkpoints["flux"])
     tune = read_annotations(tune_csv, data)
-    space = SearchSpace(frames=s.search_frames, sizes=s.search_sizes, max_factor=8.0)
+    space = s.search_space()
     log.info("Token Optimization: budgets %s on %d tune videos", "/".join(map(str, s.budgets)), len(tune))
     to = token_optimization_report(flux_model, tune, list(s.budgets), space, Views(1, 1), subset=0.5,
                                    refine_top=3, out_dir=out / "token_optimization",

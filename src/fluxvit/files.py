@@ -124,6 +124,16 @@ def read_text(path: str | os.PathLike, what: str = "file", error: type[FluxViTEr
                     f"{exc.start})") from None
 
 
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, symbolic links resolved (False for a path
+    that cannot be resolved)."""
+    try:
+        p, f = Path(path).resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return p == f or f in p.parents
+
+
 def refuse_overwriting_input(out: str | os.PathLike, inputs, flag: str) -> None:
     """:class:`ConfigError` if the output ``out`` is the same file as any of ``inputs`` (after
     resolving links): no command ever writes over what it reads."""

@@ -16,8 +16,10 @@ one, the first label decides: ids throughout, or names throughout, numbered in s
 **Folders** - ``FOLDER/CLASS/.../video.ext``: one class per subfolder (names sorted: label ``i``
 is the ``i``-th name), videos found by :data:`VIDEO_EXTENSIONS` (case-insensitive) anywhere below
 a class folder, sorted; hidden files and folders (``.name``) are skipped, a folder reached twice
-through symbolic links is searched once, and a link that dangles or loops is listed, to be
-reported when it is read. A folder needs at least two classes and every class folder a video.
+through symbolic links is searched once (a link back to the dataset folder or into another class is
+not followed; a class folder that is another one, or the dataset folder, is an error), and a link
+that dangles or loops is listed, to be reported when it is read. A folder needs at least two
+classes and every class folder a video.
 
 Every bad line raises :class:`~fluxvit.errors.AnnotationError` naming ``file:line``; a bad folder
 names the folder. How many videos a dataset may list is capped (:data:`fluxvit.limits.LISTED_VIDEOS`).
@@ -170,6 +172,10 @@ def _header(csv: Path, line: str) -> _Header | None:
                           or os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS for f in fields)
     if looks_like_data or not any(f in _HEADER_WORDS for f in low):
         return None
+    twice = [c for c in ("path", "label") if low.count(c) > 1]
+    if twice:  # which of them would be meant?
+        raise AnnotationError(f"{csv}:1: the header names the {twice[0]!r} column {low.count(twice[0])} times; "
+                              "name it once")
     missing = [c for c in ("path", "label") if c not in low]
     if missing:
         shown = ", ".join(fields) if len(text) <= 120 else text[:120] + "..."
@@ -236,6 +242,9 @@ def read_annotations(
         log.warning("%s: skipped %d bad annotation line(s); first: %s", csv, len(bad), bad[0])
     if not records:
         raise AnnotationError(f"{csv}: no clips listed")
+    if names is None:  # ids without a class list: the largest one says how many classes there are
+        top = max(records, key=lambda r: r.label)
+        limits.NUM_CLASSES.check(top.label + 1, f"{top.source}: label id {top.label}", AnnotationError)
     return Annotations(tuple(records), tuple(names) if names else None, csv)
 
 
@@ -308,27 +317,36 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def find_videos(folder: str | os.PathLike, listed: int = 0, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder ``path`` (links followed); None if it cannot be reached."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def find_videos(folder: str | os.PathLike, listed: int = 0, extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                seen: set[tuple[int, int]] | None = None) -> list[Path]:
     """Video files under ``folder`` (by ``extensions``, lower case with the dot, matched
     case-insensitively; default :data:`VIDEO_EXTENSIONS`), recursively, in
     sorted order (by name, folder by folder, depth first). Hidden entries are skipped; a folder
     reached again through a symbolic link is not searched twice; a file link that dangles or
-    loops is listed (reading it reports it). More than :data:`fluxvit.limits.LISTED_VIDEOS` videos
+    loops is listed (reading it reports it). ``seen``: the (device, inode) of folders not to
+    enter (searched before, or a folder dataset's root and other classes); the folders searched
+    are added to it. More than :data:`fluxvit.limits.LISTED_VIDEOS` videos
     (``listed`` of them found elsewhere before) is an AnnotationError; the search stops there."""
     folder = Path(folder)
     cap = limits.LISTED_VIDEOS.value()
     found: list[Path] = []
-    seen: set[tuple[int, int]] = set()
+    seen = set() if seen is None else seen
     stack = [folder]
     while stack:
         current = stack.pop()
-        try:
-            st = current.stat()
-        except OSError:
+        key = _identity(current)
+        if key is None or key in seen:
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
+        seen.add(key)
         below = []
         for entry in _listing(current):
             if _is_dir(entry):
@@ -342,11 +360,20 @@ def find_videos(folder: str | os.PathLike, listed: int = 0, extensions: Sequence
 
 
 def _check_class_name(folder: Path, name: str) -> None:
-    """A folder name that classes.txt cannot hold as one line is refused (it would read back as
-    another name)."""
-    if name != name.strip() or len(name.splitlines()) != 1:
-        raise AnnotationError(f"{str(folder / name)!r}: a class folder name with spaces at its ends or a line break "
-                              "cannot be a class name in classes.txt; rename the folder")
+    """A folder name that classes.txt cannot hold as one line of UTF-8 is refused (it would read
+    back as another name, or not at all)."""
+    if name != name.strip() or len(name.splitlines()) != 1 or not encodes_as_utf8(name):
+        raise AnnotationError(f"{str(folder / name)!r}: a class folder name with spaces at its ends, a line break "
+                              "or bytes that are not UTF-8 cannot be a class name in classes.txt; rename the folder")
+
+
+def encodes_as_utf8(text: str) -> bool:
+    """Whether ``text`` (a file name: undecodable bytes are surrogates) can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_folder(folder: str | os.PathLike, classes: Sequence[str] | None = None) -> Annotations:
@@ -375,12 +402,27 @@ def read_folder(folder: str | os.PathLike, classes: Sequence[str] | None = None)
         _check_class_name(folder, d.name)
     names = tuple(classes) if classes is not None else tuple(d.name for d in class_dirs)
     lookup = {name: i for i, name in enumerate(names)}
+    # each class folder is its own folder; a link in one back to the dataset folder or into
+    # another class is not followed (its videos would be listed again, under this class's label)
+    keys = [_identity(d) for d in class_dirs]
+    owners: dict[tuple[int, int] | None, Path] = {_identity(folder): folder}
+    for d, key in zip(class_dirs, keys):
+        if key is not None and key in owners:
+            other = owners[key]
+            if other != folder and other.is_symlink() and not d.is_symlink():
+                d, other = other, d  # name the link
+            same = "the dataset folder itself" if other == folder else f"class folder {other.name!r}"
+            raise AnnotationError(f"{d}: the same folder as {same} (a symbolic link); each class needs a folder "
+                                  "of its own")
+        owners[key] = d
+    seen = {key for key in owners if key is not None}
     records: list[VideoRecord] = []
-    for d in class_dirs:
+    for d, key in zip(class_dirs, keys):
         if d.name not in lookup:
             raise AnnotationError(f"{d}: class {d.name!r} is not one of the {len(names)} known classes "
                                   f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
-        videos = find_videos(d, len(records))
+        seen.discard(key)  # this class's turn: its search adds it back
+        videos = find_videos(d, len(records), seen=seen)
         if not videos:
             raise AnnotationError(f"{d}: class folder without videos (looked for "
                                   f"{', '.join(VIDEO_EXTENSIONS)}, in its subfolders too)")

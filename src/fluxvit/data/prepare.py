@@ -44,6 +44,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 import zlib
 from collections import Counter
@@ -56,13 +57,13 @@ import numpy as np
 
 from fluxvit import limits
 from fluxvit.atomic import write_text
-from fluxvit.data.annotations import CLASSES_FILE, Annotations, VideoRecord, read_annotations
+from fluxvit.data.annotations import CLASSES_FILE, Annotations, VideoRecord, encodes_as_utf8, read_annotations
 
 # (the decoding modules, and torch with them, are imported where used: ``fluxvit prepare --help``
 # reads this module's defaults and answers in a blink)
 from fluxvit.data.encode import video_writer
 from fluxvit.errors import ConfigError, VideoError
-from fluxvit.files import read_text
+from fluxvit.files import inside, read_text
 from fluxvit.typecheck import coerce, in_range, show
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ DEFAULT_KEYFRAME_INTERVAL = 16
 CHECK_FRAMES = 8  # frames of one test view decoded when probing: what training would read
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
 SAVE_EVERY_S = 10.0  # the probe cache is saved at least this far apart (and at the end)
+PARENT_CHECK_S = 0.5  # how often a worker checks that the run it works for is still alive
 
 
 # ----------------------------------------------------------------------------- options
@@ -285,7 +287,8 @@ def _parallel(fn: Callable, jobs: Sequence, workers: int, progress: bool, desc: 
         # fork where there is one: a spawned worker would first re-import the package and torch
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx)
+        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_end_with_parent,
+                                   initargs=(os.getpid(),))
         try:
             for i, result in enumerate(pool.map(fn, jobs, chunksize=chunksize)):
                 done(i, result)
@@ -294,6 +297,19 @@ def _parallel(fn: Callable, jobs: Sequence, workers: int, progress: bool, desc: 
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker's initializer: a thread that ends the worker once the process that started it is
+    gone (a run killed outright, by SIGKILL or for memory, leaves no worker behind, blocked on its
+    queue or still encoding into OUT)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fluxvit-parent-watch", daemon=True).start()
 
 
 def _stat_key(path: str) -> list[int] | None:
@@ -366,8 +382,8 @@ class _Kept:
 
 
 def _listable(text: str) -> bool:
-    """Whether a path can be one field of a ``path<TAB>label`` line and read back the same."""
-    return text == text.strip() and "\t" not in text and len(text.splitlines()) == 1
+    """Whether a path can be one field of a ``path<TAB>label`` line (UTF-8) and read back the same."""
+    return text == text.strip() and "\t" not in text and len(text.splitlines()) == 1 and encodes_as_utf8(text)
 
 
 def _select(ann: Annotations, names: Sequence[str], probes: dict[str, dict], min_frames: int,
@@ -385,8 +401,9 @@ def _select(ann: Annotations, names: Sequence[str], probes: dict[str, dict], min
         if not probe["ok"]:
             left["broken"].append({**row, "reason": probe["reason"]})
         elif not reencode and not _listable(key):
-            left["broken"].append({**row, "reason": "its name has a tab, a line break or spaces at its ends, which an "
-                                                    "annotation line cannot hold (re-encoding names the copy anew)"})
+            left["broken"].append({**row, "reason": "its name has a tab, a line break, spaces at its ends or bytes "
+                                                    "that are not UTF-8, which an annotation line cannot hold "
+                                                    "(re-encoding names the copy anew)"})
         elif probe["frames"] < min_frames:
             left["short"].append({**row, "frames": probe["frames"],
                                   "reason": f"{probe['frames']} frames, fewer than --min-frames {min_frames}"})
@@ -514,11 +531,11 @@ def _workers(workers: int | None) -> int:
 
 def _check_places(src: Path, out: Path) -> None:
     """SRC outside OUT, and OUT outside a folder SRC (whose folders are scanned as classes)."""
-    s, o = src.resolve(), out.resolve()
-    if s == o or o in s.parents:
-        raise ConfigError(f"SRC {src}: is {'OUT' if s == o else f'inside OUT {out}'}; prepare writes OUT, so it "
+    if inside(src, out):
+        same = src.resolve() == out.resolve()
+        raise ConfigError(f"SRC {src}: is {'OUT' if same else f'inside OUT {out}'}; prepare writes OUT, so it "
                           "may not hold what is read: choose an OUT outside SRC")
-    if os.path.isdir(src) and s in o.parents:
+    if os.path.isdir(src) and inside(out, src):
         raise ConfigError(f"OUT {out}: is inside SRC {src}, whose folders are scanned as classes; choose an OUT "
                           "outside it")
     if os.path.lexists(out) and not os.path.isdir(out):

@@ -57,7 +57,7 @@ from fluxvit.data.video import (
     video_error_reason,
     video_stream,
 )
-from fluxvit.errors import ConfigError, VideoError
+from fluxvit.errors import ConfigError, FluxViTError, VideoError
 from fluxvit.typecheck import show
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 MIN_TAIL = 0.5  # a partial last window is kept if it holds at least this share of a window
 OPEN_TIMEOUT_S = 10.0  # seconds a source may take to open (connect, first packets) before it is unreachable
 READ_TIMEOUT_S = 30.0  # seconds a network source may send nothing before it counts as broken off
+_OPEN_GRACE_S = 1.0  # past the open timeout, before a source that has not opened is given up on
 _EPS = 1e-6  # seconds: instants closer than this are one (float rounding of pts x time base)
 _FALLBACK_FPS = 25.0  # the frame interval assumed for a stream that states no frame rate
 
@@ -160,6 +161,9 @@ def iter_windows(
             raise ConfigError(f"windows: the {key} must be a positive number of seconds, got {show(value)}")
     if live:
         name, duration, plan, planned, last = os.fspath(source), None, _endless(window, stride), None, None
+        # a file's plan is capped as a whole; a stream's windows open at once are (1 px frames or not)
+        limits.WINDOWS.check(_open_at_once(window, stride),
+                             f"{name}: {window:g} s windows every {stride:g} s (open at once)")
     else:
         path = check_file(source)
         info = PyAVReader(threads=threads).probe(path)
@@ -174,12 +178,20 @@ def iter_windows(
         _check_memory(name, _stored_shape(info.height, info.width, size), window, stride, frames * clips, planned)
         plan = iter(windows)
 
-    def decode(halt: threading.Event) -> Iterator[Window]:
-        return _decode_windows(lambda: _open(name, live, format if live else None, open_timeout, read_timeout, threads),
-                               plan, window, stride, frames, clips, size, name, duration, last, planned, read_timeout,
-                               halt)
+    opened = threading.Event()
 
-    return _in_background(decode, stop, prefetch)
+    def opener() -> tuple:
+        source = _open(name, live, format if live else None, open_timeout, read_timeout, threads)
+        opened.set()
+        return source
+
+    def decode(halt: threading.Event) -> Iterator[Window]:
+        return _decode_windows(opener, plan, window, stride, frames, clips, size, name, duration, last, planned,
+                               read_timeout, halt)
+
+    # FFmpeg's own open timeout cannot end a wait in the system (a FIFO no one writes to): this one can
+    late = VideoError(f"{name}: {_doing(live)} (no answer within {open_timeout:g} s)")
+    return _in_background(decode, stop, prefetch, (opened, open_timeout + _OPEN_GRACE_S, late))
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -198,20 +210,30 @@ def _stored_shape(height: int, width: int, size: int | None) -> tuple[int, int]:
     return short_side_size(height, width, size) if size and size < min(height, width) else (height, width)
 
 
+def _open_at_once(window: float, stride: float) -> int:
+    """How many windows are open at once: window / stride of them, rounded up, and one closing."""
+    return math.ceil(window / stride - _EPS) + 1
+
+
 def _check_memory(name: str, shape: tuple[int, int], window: float, stride: float, per_window: int,
                   planned: int | None) -> None:
     """A window's frames within :data:`~fluxvit.limits.CLIP_PIXELS`, and the frames all windows
     open at once hold (window / stride of them, rounded up, and one closing) within
-    :data:`~fluxvit.limits.WINDOW_BUFFER_PIXELS`, before anything is decoded."""
+    :data:`~fluxvit.limits.WINDOW_BUFFER_PIXELS`, before anything is decoded; a
+    :class:`VideoError` (the video's frame size decides: one of many is skipped)."""
     h, w = shape
     limits.CLIP_PIXELS.check(per_window * h * w, f"{name}: a window's {per_window} frames of {w}x{h}", VideoError)
-    at_once = math.ceil(window / stride - _EPS) + 1
+    at_once = _open_at_once(window, stride)
     if planned is not None:
         at_once = min(at_once, planned)
     limits.WINDOW_BUFFER_PIXELS.check(
         at_once * per_window * h * w,
         f"{name}: windows of {window:g} s every {stride:g} s ({at_once} open at once, {per_window} frames of "
-        f"{w}x{h} each)")
+        f"{w}x{h} each)", VideoError)  # this video's size: one of many is skipped, the others go on
+
+
+def _doing(live: bool) -> str:
+    return "cannot open the stream" if live else "not a readable video"
 
 
 def _open(source: str, live: bool, format: str | None, open_timeout: float, read_timeout: float, threads: int):
@@ -220,7 +242,7 @@ def _open(source: str, live: bool, format: str | None, open_timeout: float, read
     ``source`` otherwise, "no answer" past ``open_timeout``."""
     import av  # lazily: importing the library must not load FFmpeg
 
-    doing = "cannot open the stream" if live else "not a readable video"
+    doing = _doing(live)
     started = time.monotonic()
     try:
         container = av.open(source, mode="r", format=format, timeout=(open_timeout, read_timeout))
@@ -355,6 +377,8 @@ def _decode_windows(
                 prev, prev_image = frame, None
         except av.ExitError as exc:  # the read timeout
             raise VideoError(f"{name}: the stream broke off (no data for {read_timeout:g} s)") from exc
+        except FluxViTError:  # a cap's refusal (the first frame's size): its own line, not a broken stream
+            raise
         except (av.FFmpegError, *DECODER_ERRORS) as exc:
             raise VideoError(f"{name}: the stream broke off after {now:.2f} s ({video_error_reason(exc)})") from exc
         if errors:
@@ -384,11 +408,13 @@ _DONE = object()
 
 
 def _in_background(make: Callable[[threading.Event], Iterator[Window]], stop: threading.Event | None,
-                   depth: int) -> Iterator[Window]:
+                   depth: int, deadline: tuple[threading.Event, float, Exception] | None = None) -> Iterator[Window]:
     """The items of ``make(halt)``, produced in a daemon thread ``depth`` ahead; its exceptions are
     raised here. Ends when they do, or at once when ``stop`` is set; closing this iterator sets
     ``halt``, which the producer checks between frames (a producer blocked in a read is left
-    behind, a daemon: it never keeps the process alive)."""
+    behind, a daemon: it never keeps the process alive). ``deadline``: (an event, seconds, an
+    error): the error is raised here if the event is not set within that many seconds (the
+    source did not open)."""
     items: queue.Queue = queue.Queue(maxsize=depth)
     halt = threading.Event()
 
@@ -416,12 +442,15 @@ def _in_background(make: Callable[[threading.Event], Iterator[Window]], stop: th
                 produced.close()
 
     thread = threading.Thread(target=work, name="fluxvit-windows", daemon=True)
+    started = time.monotonic()
     thread.start()
     try:
         while stop is None or not stop.is_set():
             try:
                 item = items.get(timeout=0.1)
             except queue.Empty:
+                if deadline is not None and not deadline[0].is_set() and time.monotonic() - started > deadline[1]:
+                    raise deadline[2] from None
                 continue
             if item is _DONE:
                 return

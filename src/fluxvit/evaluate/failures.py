@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from fluxvit import limits
-from fluxvit.atomic import atomic_write, write_text
+from fluxvit.atomic import atomic_directory, atomic_write, write_text
 from fluxvit.data.annotations import Annotations
 from fluxvit.data.datasets import records_of
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.report import markdown_table
-from fluxvit.files import new_or_empty_directory
+from fluxvit.files import inside, new_or_empty_directory
 
 REPORT, PREDICTIONS, PER_CLASS, CONFUSION, PLOT = (
     "report.md", "predictions.csv", "per_class.csv", "confusion.csv", "confusion.png")
@@ -179,11 +179,15 @@ def plot_confusion(confusion: np.ndarray, names: Sequence[str], classes: Sequenc
 
 
 # ----------------------------------------------------------------------------- the report folder
-def check_report_dir(path: str | os.PathLike, num_classes: int) -> Path:
+def check_report_dir(path: str | os.PathLike, num_classes: int, data: str | os.PathLike | None = None) -> Path:
     """``path`` if it is a new or an empty folder (a report is never written over another, nor
-    into a folder holding anything else) and a confusion matrix of ``num_classes`` is within
+    into a folder holding anything else) outside the folder dataset ``data`` (a folder there
+    would be read as one more class), and a confusion matrix of ``num_classes`` is within
     :data:`~fluxvit.limits.CONFUSION_CLASSES`; else one-line ConfigError."""
     limits.CONFUSION_CLASSES.check(num_classes, f"report {path}")
+    if data is not None and os.path.isdir(data) and inside(path, data):
+        raise ConfigError(f"report {path}: is inside the dataset folder {data}, whose folders are read as its "
+                          "classes; choose a report folder outside it")
     return new_or_empty_directory(path, "report folder")
 
 
@@ -202,13 +206,13 @@ def write_report(
 ) -> Path:
     """Write the report folder (see the module's docstring) of ``result``, an
     :class:`~fluxvit.evaluate.runner.EvalResult` of ``annotations`` measured with
-    ``per_video_top`` (video id = annotation row), for a model of the classes ``names``; each
-    file atomically, report.md last. ``out_dir`` must be new or empty
+    ``per_video_top`` (video id = annotation row), for a model of the classes ``names``: the
+    folder atomically, whole or not at all (:func:`~fluxvit.atomic.atomic_directory`). ``out_dir`` must be new or empty
     (:func:`check_report_dir`). Returns the path of report.md."""
     if result.per_video_top is None:
         raise ConfigError("a failure report needs each video's top classes: evaluate(..., per_video_top=5)")
     names = _checked_names(names, len(names))
-    out = check_report_dir(out_dir, len(names))
+    out = check_report_dir(out_dir, len(names), annotations.csv)
     records = records_of(annotations)
     rows = sorted(result.per_video_top.items())
     confusion = confusion_matrix([records[v].label for v, _ in rows], [top[0][0] for _, top in rows], len(names))
@@ -220,18 +224,20 @@ def write_report(
         label = records[vid].label
         cells = [cell for c, p in top for cell in (names[c], f"{p:.5f}")]
         table.append([str(records[vid].path), names[label], *cells, int(top[0][0] == label)])
-    _write_csv(out / PREDICTIONS, table)
-    _write_csv(out / PER_CLASS, [["id", "class", "precision", "recall", "f1", "support", "predicted"]] + [
-        [m.index, m.name, _fraction(m.precision), _fraction(m.recall), _fraction(m.f1), m.support, m.predicted]
-        for m in metrics])
-    _write_csv(out / CONFUSION, [["true \\ predicted", *names]] +
-               [[names[t], *confusion[t].tolist()] for t in range(len(names))])
     shown = plot_classes(confusion)
     title = (f"confusion matrix, {len(names)} classes" if len(shown) == len(names) else
              f"confusion matrix: {len(shown)} of {len(names)} classes (those of the most-confused pairs)")
-    plot_confusion(confusion, names, shown, out / PLOT, title)
-    return write_text(out / REPORT, _markdown(result, annotations, names, checkpoint, selector, confusion,
-                                              metrics, len(shown)))
+    with atomic_directory(out) as tmp:  # the folder appears whole: an interrupted one is no report
+        _write_csv(tmp / PREDICTIONS, table)
+        _write_csv(tmp / PER_CLASS, [["id", "class", "precision", "recall", "f1", "support", "predicted"]] + [
+            [m.index, m.name, _fraction(m.precision), _fraction(m.recall), _fraction(m.f1), m.support, m.predicted]
+            for m in metrics])
+        _write_csv(tmp / CONFUSION, [["true \\ predicted", *names]] +
+                   [[names[t], *confusion[t].tolist()] for t in range(len(names))])
+        plot_confusion(confusion, names, shown, tmp / PLOT, title)
+        write_text(tmp / REPORT, _markdown(result, annotations, names, checkpoint, selector, confusion,
+                                           metrics, len(shown)))
+    return out / REPORT
 
 
 def _markdown(result, annotations: Annotations, names: Sequence[str], checkpoint: str, selector: str | None,

@@ -27,7 +27,7 @@ from fluxvit.data.datasets import BrokenClips
 from fluxvit.data.sources import ClipSource, csv_sources, synthetic_source
 from fluxvit.data.transforms import TrainTransform
 from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, reason
-from fluxvit.files import file_or_directory
+from fluxvit.files import file_or_directory, inside
 from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
 from fluxvit.models.fluxvit import FluxViT
@@ -152,6 +152,7 @@ def train(
         cfg = config_from_dict(config)
     else:
         cfg = load_config(config, overrides)
+    _check_outside_data(cfg)
     info = distributed.setup(cfg.device)
     try:
         if not resume:
@@ -163,6 +164,15 @@ def train(
 
 # what a run leaves in its folder (besides TensorBoard's events)
 _RUN_FILES = (MODEL_NAME, EMA_NAME, METRICS_NAME, CONFIG_NAME, CKPT_DIR, "tensorboard")
+
+
+def _check_outside_data(cfg: TrainConfig) -> None:
+    """The run's folder outside a folder dataset it reads (where it would be one more class)."""
+    for key in ("train", "val"):
+        folder = getattr(cfg.data, key)
+        if cfg.data.source == "csv" and folder and Path(folder).is_dir() and inside(cfg.out_dir, folder):
+            raise ConfigError(f"out_dir {cfg.out_dir}: is inside data.{key} {folder}, a folder dataset whose folders "
+                              "are read as its classes; choose an out_dir outside it")
 
 
 def _claim_run_dir(out: Path, overwrite: bool, info) -> None:
