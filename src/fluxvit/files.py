@@ -90,9 +90,7 @@ def new_or_empty_directory(path: str | os.PathLike, what: str = "output folder",
     except ValueError:
         raise error(f"{str(path)!r}: not a valid path (it holds a NUL byte)") from None
     if not exists:
-        above = next(p for p in path.absolute().parents if os.path.lexists(p))
-        if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
-            raise error(f"{path}: cannot be made ({above} is not a folder this process may write in)")
+        check_can_be_made(path, error=error)
         return path
     directory(path, f"{what} (new or empty)", error)
     try:
@@ -150,9 +148,24 @@ def refuse_overwriting_input(out: str | os.PathLike, inputs, flag: str) -> None:
             raise ConfigError(f"{flag} {out}: is an input of this command ({p}); choose another name")
 
 
+def check_can_be_made(path: str | os.PathLike, flag: str = "", error: type[FluxViTError] = ConfigError) -> None:
+    """``error`` unless the new ``path`` can be made: its nearest existing parent is a folder
+    this process may write in (a parent that is a file, or ``/dev/null``, or a read-only folder
+    is said before the work, not when its result is written)."""
+    path = Path(path)
+    try:
+        above = next(p for p in path.absolute().parents if os.path.lexists(p))
+    except (ValueError, OSError):  # a NUL byte, an unreadable parent
+        raise error(f"{flag + ' ' if flag else ''}{path}: not a valid output path") from None
+    if not os.path.isdir(above) or not os.access(above, os.W_OK | os.X_OK):
+        raise error(f"{flag + ' ' if flag else ''}{path}: cannot be made ({above} is not a folder this process may "
+                    "write in)")
+
+
 def refuse_existing_output(out: str | os.PathLike, flag: str) -> None:
     """:class:`ConfigError` if the output ``out`` already exists (a file, a link, a device, a
     folder): a result, a feature file or a converted checkpoint is written once, never over
-    another one."""
+    another one; or if it cannot be made (:func:`check_can_be_made`)."""
     if os.path.lexists(out):
         raise ConfigError(f"{flag} {out}: exists; choose a new name (results are never overwritten)")
+    check_can_be_made(out, flag)

@@ -82,12 +82,13 @@ def test_unlabelled_folder_skips_and_names_broken_videos(setup, tmp_path, capsys
     assert len(broken) == 1 and "zz_broken.mp4" in broken[0]
 
 
-@pytest.mark.parametrize("case", ["suffix", "exists", "input", "cap", "bad_views"])
+@pytest.mark.parametrize("case", ["suffix", "exists", "input", "cap", "bad_views", "parent_is_a_file"])
 def test_bad_outputs_and_values_are_one_line(setup, tmp_path, capsys, monkeypatch, case):
     _, data, ckpt = setup
     out, args = tmp_path / "f.safetensors", []
     expected = {"suffix": ".safetensors file", "exists": "exists", "input": "is an input of this command",
-                "cap": "FLUXVIT_MAX_FEATURE_BYTES", "bad_views": "views 0x1"}[case]
+                "cap": "FLUXVIT_MAX_FEATURE_BYTES", "bad_views": "views 0x1",
+                "parent_is_a_file": "is not a folder this process may write in"}[case]
     if case == "suffix":
         out = tmp_path / "f.pt"
     elif case == "exists":
@@ -97,6 +98,8 @@ def test_bad_outputs_and_values_are_one_line(setup, tmp_path, capsys, monkeypatc
     elif case == "cap":
         monkeypatch.setenv("FLUXVIT_MAX_FEATURE_BYTES", "100000")
         args = ["--tokens"]
+    elif case == "parent_is_a_file":  # said before the extraction, not when the file is written
+        out = data.val_csv / "f.safetensors"
     else:
         args = ["--views", "0x1"]
     before = out.read_bytes() if out.exists() else None
