@@ -213,6 +213,29 @@ def end_to_end_rows(tmp: Path, quick: bool) -> dict:
             "rows": rows}
 
 
+def backends_table(part: dict) -> str:
+    """The backends part as the README's markdown table: ms per batch, ratio to eager fp32."""
+    names = [b for b in BACKENDS if any(f"{b}_ms" in r for r in part["rows"])]
+    lines = ["| model, tokens, batch | " + " | ".join(("eager " if b in ("fp32", "bf16") else "") + b for b in names)
+             + " |", "|---" * (len(names) + 1) + "|"]
+    for r in part["rows"]:
+        cells = [f"{r[b + '_ms']:.0f}" + ("" if b == "fp32" else f" ({r[b + '_ratio']:.2f}x)") if f"{b}_ms" in r
+                 else "-" for b in names]
+        short = r["model"].replace("fluxvit_", "").replace("_patch14", "")
+        lines.append(f"| {short}, {r['tokens']}, {r['batch']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def end_to_end_table(part: dict) -> str:
+    """The end-to-end part as markdown: per budget, the grids from the fastest to the slowest."""
+    lines = ["| budget | fastest grids, end to end ms (decode + preprocess + forward) | slowest |", "|---|---|---|"]
+    for budget in sorted({r["budget"] for r in part["rows"]}):
+        rows = sorted((r for r in part["rows"] if r["budget"] == budget), key=lambda r: r["total_ms"])
+        show = lambda r: f"{r['grid']} {r['total_ms']:.0f} ({r['decode_ms']:.0f} + {r['preprocess_ms']:.0f} + {r['forward_ms']:.0f})"  # noqa: E731,E501
+        lines.append(f"| {budget} | " + ", ".join(show(r) for r in rows[:3]) + f" | {show(rows[-1])} |")
+    return "\n".join(lines)
+
+
 PARTS = ("backends", "end_to_end", "predict", "token_optimization")
 
 
@@ -226,6 +249,10 @@ def main(quick: bool = False, only: str | None = None) -> dict:
         result = {name: run(Path(tmp)) for name, run in parts.items() if only in (None, name)}
     path = write_result("bench_inference" + (f"_{only}" if only else ""), result)
     print(f"wrote {path}")
+    if "backends" in result:
+        print(backends_table(result["backends"]))
+    if "end_to_end" in result:
+        print(end_to_end_table(result["end_to_end"]))
     return result
 
 
