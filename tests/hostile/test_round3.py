@@ -281,3 +281,18 @@ def test_a_prepare_killed_outright_leaves_no_worker_behind(tmp_path, video):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_path_holding_a_line_separator_character_stays_one_line(tmp_path):
+    """U+2028 and a form feed are characters of a path, not line ends: the list keeps one record
+    per line and error line numbers stay the editor's."""
+    from fluxvit.data.annotations import read_annotations
+    from fluxvit.errors import AnnotationError
+
+    csv = tmp_path / "list.csv"
+    csv.write_text("odd\u2028name.mp4 0\nform\x0cfeed.mp4 1\r\nlast.mp4 0\n", encoding="utf-8")
+    ann = read_annotations(csv)
+    assert [r.path.name for r in ann.records] == ["odd\u2028name.mp4", "form\x0cfeed.mp4", "last.mp4"]
+    csv.write_text("a\u2028b.mp4 0\nbroken-line\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"list.csv:2: "):
+        read_annotations(csv)

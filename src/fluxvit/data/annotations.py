@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv as csv_module
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,18 @@ class Annotations:
         return max((r.label for r in self.records), default=-1) + 1
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a list file, split at line ends only (LF, CRLF, CR) - not at the form feeds,
+    U+0085 or U+2028 that ``str.splitlines`` also takes, which a path may hold: line numbers in
+    errors stay the editor's."""
+    lines = re.split(r"\r\n|\n|\r", text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def read_classes(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names, one a line (line i names label i); blank lines are errors (they would shift ids)."""
     path = Path(path)
-    lines = read_text(path, "class list", AnnotationError).splitlines()
+    lines = text_lines(read_text(path, "class list", AnnotationError))
     while lines and not lines[-1].strip():
         lines.pop()  # a trailing newline or two is fine
     names = []
@@ -215,7 +224,7 @@ def read_annotations(
     where = "the class list"
     if given is None and (csv.parent / CLASSES_FILE).is_file():
         given, where = read_classes(csv.parent / CLASSES_FILE), CLASSES_FILE
-    lines = read_text(csv, "annotation file", AnnotationError).splitlines()  # a byte-order mark dropped
+    lines = text_lines(read_text(csv, "annotation file", AnnotationError))  # a byte-order mark dropped
     first = next((n for n, line in enumerate(lines) if line.strip()), None)
     header = _header(csv, lines[first]) if first is not None else None
     rows, bad = [], []  # rows: (line number, path text, label text)
