@@ -597,11 +597,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
 
-    from fluxvit.atomic import TEXT_ERRORS, atomic_write
     from fluxvit.evaluate.predict import (
         PREDICTION_FORMATS,
         PredictionError,
-        PredictionWriter,
         check_topk,
         expand_videos,
         predict_videos,
@@ -649,9 +647,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         writer = None
         if out is not None:
-            tmp = stack.enter_context(atomic_write(out))
-            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8",
-                                                               errors=TEXT_ERRORS)), out.suffix.lower())
+            writer = _prediction_writer(stack, out)
         results = predict_videos(model, paths, grid, views, args.topk, args.batch_size, workers, args.selector,
                                  placement)
         for i, result in enumerate(results):
@@ -675,6 +671,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {out}: {len(paths) - failed} predictions, {failed} errors", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0
+
+
+def _prediction_writer(stack, out, timeline: bool = False):
+    """A PredictionWriter into ``out`` (.csv or .jsonl) that ``stack`` (an ExitStack) commits
+    atomically when it closes without an error; file names that are not UTF-8 keep their bytes."""
+    from fluxvit.atomic import TEXT_ERRORS, atomic_write
+    from fluxvit.evaluate.predict import PredictionWriter
+
+    tmp = stack.enter_context(atomic_write(out))
+    file = stack.enter_context(open(tmp, "w", newline="", encoding="utf-8", errors=TEXT_ERRORS))
+    return PredictionWriter(file, out.suffix.lower(), timeline=timeline)
 
 
 _STREAM_WINDOW = 2.0  # seconds: the windows of --stream without --window
@@ -727,8 +734,7 @@ def _predict_timeline(args: argparse.Namespace, model, grid, views, placement, p
     import contextlib
     import threading
 
-    from fluxvit.atomic import TEXT_ERRORS, atomic_write
-    from fluxvit.evaluate.predict import PredictionError, PredictionWriter, predict_windows
+    from fluxvit.evaluate.predict import PredictionError, predict_windows
 
     live = args.stream is not None
     stop = threading.Event()
@@ -738,9 +744,7 @@ def _predict_timeline(args: argparse.Namespace, model, grid, views, placement, p
             _stop_on_interrupt(stop, stack)
         writer = None
         if out is not None:
-            tmp = stack.enter_context(atomic_write(out))
-            writer = PredictionWriter(stack.enter_context(open(tmp, "w", newline="", encoding="utf-8",
-                                                               errors=TEXT_ERRORS)), out.suffix.lower(), timeline=True)
+            writer = _prediction_writer(stack, out, timeline=True)
         # a stream's windows are classified as each completes; a file's a batch at a time
         results = predict_windows(model, [args.stream] if live else paths, grid, args.window, args.stride, views,
                                   args.topk, 1 if live else args.batch_size, args.selector, placement, live=live,

@@ -171,8 +171,7 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers,
                         prefetch_factor=2 if workers else None)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
-    names = model.class_names
-    k = min(topk, model.num_classes)
+    tokens = budget or grid.num_patches(model.patch_size)
     shape = f"{grid.frames}x{grid.height}x{grid.width}"
     model.to(placement.device).eval()
     for batch in loader:
@@ -180,18 +179,12 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
             i: PredictionError(str(paths[i]), message) for i, message in zip(batch.broken_index, batch.broken)}
         if len(batch):
             b, v = batch.video.shape[:2]
-            with torch.no_grad(), placement.autocast():
-                logits = model(batch.video.flatten(0, 1).to(placement.device), num_tokens=budget,
-                               selector=selector).float().cpu()
-            rows = batch.index.repeat_interleave(v)  # logits row -> input
-            check_finite(logits, model, lambda i, rows=rows: str(paths[int(rows[i])]))
-            probs = logits.softmax(-1).unflatten(0, (b, v)).mean(1)  # (B, K)
-            values, ids = probs.topk(k, dim=-1)
+            rows = batch.index.repeat_interleave(v)  # probabilities row -> input
+            probs = _probabilities(model, batch.video.flatten(0, 1), budget, selector, placement,
+                                   lambda i, rows=rows: str(paths[int(rows[i])])).unflatten(0, (b, v)).mean(1)
             for row, i in enumerate(batch.index.tolist()):
-                pairs = zip(values[row].tolist(), ids[row].tolist())
-                top = [((names[c] if names else str(c)), float(p)) for p, c in pairs]
-                tokens = budget or grid.num_patches(model.patch_size)
-                ready[i] = Prediction(str(paths[i]), top, shape, tokens, placement)
+                ready[i] = Prediction(str(paths[i]), _top(probs[row], topk, model.class_names), shape, tokens,
+                                      placement)
         yield from (ready[i] for i in sorted(ready))
 
 
