@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -28,6 +27,7 @@ from fluxvit.data.sampling import segment_views
 from fluxvit.data.video import PyAVReader
 from fluxvit.data.windows import iter_windows, plan_windows, window_times
 from fluxvit.errors import ConfigError, VideoError
+from tests.hostile.media import damage_packets
 
 FPS, SECONDS, SIZE = 10, 20, 64
 FRAMES = FPS * SECONDS
@@ -180,19 +180,7 @@ def test_a_file_read_live_gives_its_complete_windows_and_stop_ends_it(media):
 
 def test_damaged_packets_cost_their_frames_not_the_timeline(media, tmp_path):
     _, video, _ = media
-    damaged = tmp_path / "damaged.mkv"
-    rng = np.random.default_rng(0)
-    with av.open(str(video)) as inp, av.open(str(damaged), "w") as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for i, packet in enumerate(inp.demux(inp.streams.video[0])):
-            if packet.dts is None and packet.pts is None:
-                continue
-            if 52 <= i < 55:  # inside the GOP of frames 50-59: window 4-6 s
-                noise = av.Packet(rng.bytes(packet.size))
-                noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
-                packet = noise
-            packet.stream = stream
-            out.mux(packet)
+    damaged = damage_packets(video, tmp_path / "damaged.mkv", range(52, 55))  # in the GOP of frames 50-59: 4-6 s
     got = list(iter_windows(damaged, 2, 2, 4))
     assert [(w.start, w.end) for w in got] == [(2.0 * k, 2.0 * k + 2) for k in range(10)]
     for w in got[:2] + got[3:]:

@@ -35,6 +35,24 @@ FRAMES = 16
 HEIGHT, WIDTH = 48, 64
 
 
+def damage_packets(src: Path, dst: Path, packets: range, seed: int = 0) -> Path:
+    """``src`` remuxed to ``dst`` with the packets ``packets`` (demux order) overwritten by random
+    bytes of the same size and timestamps: FFmpeg then reports "Invalid data found" for them."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for i, packet in enumerate(inp.demux(inp.streams.video[0])):
+            if packet.dts is None and packet.pts is None:
+                continue  # the flush packet
+            if i in packets:
+                noise = av.Packet(rng.bytes(packet.size))
+                noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
+                packet = noise
+            packet.stream = stream
+            out.mux(packet)
+    return dst
+
+
 def clip(directory: Path, name: str = "whole.mp4", n: int = FRAMES, height: int = HEIGHT, width: int = WIDTH,
          **kw) -> Path:
     """A valid coded clip (key frame every 4 frames) at ``directory / name``."""

@@ -22,7 +22,7 @@ from fluxvit.data.video import CachedReader, PyAVReader, VideoInfo, _Index, fit_
 from fluxvit.errors import ConfigError, VideoError
 from tests.data.conftest import frame_ids
 
-from .media import ODD, bomb_bytes, clip, encode, joined_ts
+from .media import ODD, bomb_bytes, clip, damage_packets, encode, joined_ts
 
 STRATEGIES = ("auto", "seek", "sequential")
 
@@ -206,19 +206,7 @@ def test_damaged_packets_mid_stream_cost_their_frames_not_the_video(tmp_path):
     when processing input"): the frames before them read; a read that needs them is one VideoError
     saying which frame and why."""
     src = clip(tmp_path, "src.mkv", n=24)
-    path = tmp_path / "damaged.mkv"
-    rng = np.random.default_rng(0)
-    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for i, packet in enumerate(inp.demux(inp.streams.video[0])):
-            if packet.dts is None and packet.pts is None:
-                continue
-            if 8 <= i < 12:
-                noise = av.Packet(rng.bytes(packet.size))
-                noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
-                packet = noise
-            packet.stream = stream
-            out.mux(packet)
+    path = damage_packets(src, tmp_path / "damaged.mkv", range(8, 12))
     reader = PyAVReader()
     assert reader.num_frames(path) == 24
     assert frame_ids(reader.read(path, [0, 3, 7])) == [0, 3, 7]
