@@ -88,6 +88,12 @@ def text_lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
+def one_field(text: str) -> bool:
+    """Whether ``text`` can be written as one field of a list or class-list line and read back
+    the same: no spaces at its ends, no line end (as :func:`text_lines` splits), UTF-8."""
+    return text == text.strip() and len(text_lines(text)) == 1 and encodes_as_utf8(text)
+
+
 def read_classes(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names, one a line (line i names label i); blank lines are errors (they would shift ids)."""
     path = Path(path)
@@ -371,7 +377,7 @@ def find_videos(folder: str | os.PathLike, listed: int = 0, extensions: Sequence
 def _check_class_name(folder: Path, name: str) -> None:
     """A folder name that classes.txt cannot hold as one line of UTF-8 is refused (it would read
     back as another name, or not at all)."""
-    if name != name.strip() or len(name.splitlines()) != 1 or not encodes_as_utf8(name):
+    if not one_field(name):
         raise AnnotationError(f"{str(folder / name)!r}: a class folder name with spaces at its ends, a line break "
                               "or bytes that are not UTF-8 cannot be a class name in classes.txt; rename the folder")
 

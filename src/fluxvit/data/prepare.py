@@ -48,7 +48,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -57,7 +57,7 @@ import numpy as np
 
 from fluxvit import limits
 from fluxvit.atomic import write_text
-from fluxvit.data.annotations import CLASSES_FILE, Annotations, VideoRecord, encodes_as_utf8, read_annotations
+from fluxvit.data.annotations import CLASSES_FILE, Annotations, VideoRecord, one_field, read_annotations
 
 # (the decoding modules, and torch with them, are imported where used: ``fluxvit prepare --help``
 # reads this module's defaults and answers in a blink)
@@ -195,17 +195,6 @@ def _scaled(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def _frames(container, stream) -> Iterator:
-    """The decoded frames of ``stream``; a damaged packet costs its frame, as when training reads."""
-    import av
-
-    for packet in container.demux(stream):
-        try:
-            yield from packet.decode()
-        except av.FFmpegError:
-            continue
-
-
 def reencode_video(src: str | os.PathLike, dst: str | os.PathLike, short_side: int | None = None,
                    keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL, codec: str | None = None,
                    threads: int | None = None) -> Path:
@@ -216,20 +205,15 @@ def reencode_video(src: str | os.PathLike, dst: str | os.PathLike, short_side: i
     appears complete or not at all. A source that cannot be decoded is a :class:`VideoError`."""
     import av
 
-    from fluxvit.data.video import check_file, reader_boundary, rotate_frame
+    from fluxvit.data.video import check_file, decoded_frames, reader_boundary, rotate_frame, video_stream
 
     src = check_file(src)
     codec = codec or video_encoder()
     with reader_boundary(src, "cannot re-encode"):
         with av.open(str(src)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{src}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_count = threads or 0
-            context = stream.codec_context
-            limits.FRAME_PIXELS.check((context.width or 0) * (context.height or 0), str(src), VideoError)
+            stream = video_stream(container, str(src), threads or 0)  # the reader's checks, before decoding
             rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-            decoded = _frames(container, stream)
+            decoded = decoded_frames(container, stream, [])  # a damaged packet costs its frame, as in training
             first = next(decoded, None)
             if first is None:
                 raise VideoError(f"{src}: no decodable frames")
@@ -382,8 +366,8 @@ class _Kept:
 
 
 def _listable(text: str) -> bool:
-    """Whether a path can be one field of a ``path<TAB>label`` line (UTF-8) and read back the same."""
-    return text == text.strip() and "\t" not in text and len(text.splitlines()) == 1 and encodes_as_utf8(text)
+    """Whether a path can be one field of a ``path<TAB>label`` line and read back the same."""
+    return one_field(text) and "\t" not in text
 
 
 def _select(ann: Annotations, names: Sequence[str], probes: dict[str, dict], min_frames: int,

@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +52,6 @@ from fluxvit.data.transforms import short_side_size
 from fluxvit.data.video import (
     DECODER_ERRORS,
     PyAVReader,
-    check_file,
     decoded_frames,
     rotate_frame,
     video_error_reason,
@@ -165,8 +165,8 @@ def iter_windows(
         limits.WINDOWS.check(_open_at_once(window, stride),
                              f"{name}: {window:g} s windows every {stride:g} s (open at once)")
     else:
-        path = check_file(source)
-        info = PyAVReader(threads=threads).probe(path)
+        path = Path(source)
+        info = PyAVReader(threads=threads).probe(path)  # checks the file first (check_file), naming it
         name, duration = str(path), info.duration
         try:
             windows = plan_windows(duration, window, stride)

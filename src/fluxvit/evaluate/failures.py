@@ -211,7 +211,7 @@ def write_report(
     (:func:`check_report_dir`). Returns the path of report.md."""
     if result.per_video_top is None:
         raise ConfigError("a failure report needs each video's top classes: evaluate(..., per_video_top=5)")
-    names = _checked_names(names, len(names))
+    names = [str(n) for n in names]  # as many as the model's classes (an empty list: confusion_matrix refuses)
     out = check_report_dir(out_dir, len(names), annotations.csv)
     records = records_of(annotations)
     rows = sorted(result.per_video_top.items())
