@@ -183,3 +183,16 @@ def test_eval_report_end_to_end(setup, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not empty" in err and "Traceback" not in err
     assert (out / "report.md").read_bytes() == before
+
+
+def test_table_cells_from_user_files_cannot_break_a_markdown_table():
+    """Class names and paths come from a user's folders: every cell is one line with ``|``,
+    ``\\`` and ``<`` escaped, and bounded, so each row keeps its column count."""
+    from fluxvit.evaluate.report import markdown_cell, markdown_table
+
+    table = markdown_table([{"name": "a|b\nc", "n": 1.25}, {"name": "<img src=x>", "n": None}],
+                           [("name", "class"), ("n", "value")])
+    lines = table.splitlines()
+    assert lines[2] == "| a\\|b c | 1.2 |" and lines[3] == "| &lt;img src=x> | – |"
+    assert all(line.replace("\\|", "").count("|") == 3 for line in lines)
+    assert markdown_cell("x" * 500, 10) == "x" * 9 + "…" and markdown_cell("back\\slash") == "back\\\\slash"

@@ -37,7 +37,7 @@ from fluxvit.atomic import atomic_directory, atomic_write, write_text
 from fluxvit.data.annotations import Annotations
 from fluxvit.data.datasets import records_of
 from fluxvit.errors import ConfigError
-from fluxvit.evaluate.report import markdown_table
+from fluxvit.evaluate.report import markdown_cell, markdown_table
 from fluxvit.files import inside, new_or_empty_directory
 
 REPORT, PREDICTIONS, PER_CLASS, CONFUSION, PLOT = (
@@ -258,7 +258,7 @@ def _markdown(result, annotations: Annotations, names: Sequence[str], checkpoint
         "## Most-confused pairs", "",
     ]
     support = confusion.sum(1)
-    pairs = [{"true": _cell(names[t]), "predicted": _cell(names[p]), "videos": n,
+    pairs = [{"true": names[t], "predicted": names[p], "videos": n,
               "share": f"{100 * n / support[t]:.1f}%"} for t, p, n in most_confused(confusion, PAIRS)]
     lines += [markdown_table(pairs, [("true", "true"), ("predicted", "predicted as"), ("videos", "videos"),
                                      ("share", "of the true class")]) if pairs
@@ -270,16 +270,16 @@ def _markdown(result, annotations: Annotations, names: Sequence[str], checkpoint
     rows = []
     for m in sorted((m for m in metrics if m.f1 is not None), key=lambda m: (m.f1, -m.support, m.index)):
         worst = int(off[m.index].argmax())
-        rows.append({"name": _cell(m.name), "precision": m.precision, "recall": m.recall, "f1": m.f1,
+        rows.append({"name": m.name, "precision": m.precision, "recall": m.recall, "f1": m.f1,
                      "support": m.support, "predicted": m.predicted,
-                     "mistaken": f"{_cell(names[worst])} ({off[m.index, worst]})" if off[m.index, worst] else None})
+                     "mistaken": f"{names[worst]} ({off[m.index, worst]})" if off[m.index, worst] else None})
     three = lambda v: f"{v:.3f}"  # noqa: E731
     lines += [markdown_table(rows, [("name", "class"), ("precision", "precision", three), ("recall", "recall", three),
                                     ("f1", "F1", three), ("support", "videos"), ("predicted", "predicted"),
                                     ("mistaken", "most often mistaken for")]), ""]
     if result.broken_videos:
         lines += ["## Broken videos (skipped)", ""]
-        lines += [f"- {_cell(line)}" for line in result.broken_videos[:BROKEN_LISTED]]
+        lines += [f"- {markdown_cell(line)}" for line in result.broken_videos[:BROKEN_LISTED]]
         if len(result.broken_videos) > BROKEN_LISTED:
             lines.append(f"- ... and {len(result.broken_videos) - BROKEN_LISTED} more")
         lines.append("")
@@ -310,11 +310,6 @@ def _fraction(v: float | None) -> str:
 def _short(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _cell(text) -> str:
-    """Text for a markdown table cell or list item: one line, ``|`` escaped, bounded."""
-    return _short(str(text), 200).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _code(text) -> str:

@@ -14,18 +14,29 @@ def format_gflops(v: float) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.3g}"
 
 
+def markdown_cell(value: object, limit: int = 200) -> str:
+    """``value`` as the text of one markdown table cell or list item: one line (whitespace
+    collapsed), at most ``limit`` characters (cut with an ellipsis), and ``\\``, ``|`` and ``<``
+    escaped, so that a class name or a path from a user's files cannot break the table."""
+    text = " ".join(str(value).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+
+
 def markdown_table(rows: Sequence[dict], columns: Sequence[tuple]) -> str:
     """``columns``: (key, header) or (key, header, formatter) tuples. Without a formatter,
-    floats print with 1 decimal; a missing value or None prints as an en dash."""
+    floats print with 1 decimal; a missing value or None prints as an en dash; every cell is
+    made safe by :func:`markdown_cell`."""
 
     def cell(v, fmt) -> str:
         if v is None:
             return "–"
         if fmt is not None:
-            return fmt(v)
+            return markdown_cell(fmt(v))
         if isinstance(v, float):
             return f"{v:.1f}"
-        return str(v)
+        return markdown_cell(v)
 
     columns = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in columns]
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"

@@ -10,6 +10,7 @@ line breaks escaped).
 
 from __future__ import annotations
 
+from fluxvit.evaluate.report import markdown_cell as _cell
 from fluxvit.evaluate.token_optimization import META_KEY as TO_KEY
 
 MARKER = "<!-- fluxvit model card: rewritten on every save; delete this line to keep your own edits -->"
@@ -19,11 +20,6 @@ _SHOWN_CLASSES = 20
 def is_ours(text: str) -> bool:
     """Whether a README.md was written by :func:`model_card` (and may be rewritten)."""
     return MARKER in text
-
-
-def _cell(value: object, limit: int = 120) -> str:
-    text = " ".join(str(value).split())[:limit]
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
 
 
 def model_card(meta: dict, folder: str = "path/to/folder") -> str:
