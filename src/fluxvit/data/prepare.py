@@ -41,14 +41,12 @@ import itertools
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
-import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +63,7 @@ from fluxvit.data.encode import video_writer
 from fluxvit.errors import ConfigError, VideoError
 from fluxvit.files import inside, read_text
 from fluxvit.typecheck import coerce, in_range, show
+from fluxvit.workers import run_in_processes
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,6 @@ DEFAULT_KEYFRAME_INTERVAL = 16
 CHECK_FRAMES = 8  # frames of one test view decoded when probing: what training would read
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing
 SAVE_EVERY_S = 10.0  # the probe cache is saved at least this far apart (and at the end)
-PARENT_CHECK_S = 0.5  # how often a worker checks that the run it works for is still alive
 
 
 # ----------------------------------------------------------------------------- options
@@ -255,47 +253,6 @@ def _reencode_job(job: tuple[str, str, int | None, int, str, int | None]) -> dic
 
 
 # ----------------------------------------------------------------------------- many files
-def _parallel(fn: Callable, jobs: Sequence, workers: int, progress: bool, desc: str,
-              done: Callable[[int, dict], None], chunksize: int = 1) -> None:
-    """``done(i, fn(jobs[i]))`` for every job, in order, in ``workers`` processes (<= 1: here)."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress, dynamic_ncols=True) as bar:
-        if workers <= 1 or len(jobs) <= 1:
-            for i, job in enumerate(jobs):
-                done(i, fn(job))
-                bar.update()
-            return
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork where there is one: a spawned worker would first re-import the package and torch
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_end_with_parent,
-                                   initargs=(os.getpid(),))
-        try:
-            for i, result in enumerate(pool.map(fn, jobs, chunksize=chunksize)):
-                done(i, result)
-                bar.update()
-        except BaseException:  # Ctrl-C, a full disk: stop the queue, keep what was done
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-
-
-def _end_with_parent(parent: int) -> None:
-    """A worker's initializer: a thread that ends the worker once the process that started it is
-    gone (a run killed outright, by SIGKILL or for memory, leaves no worker behind, blocked on its
-    queue or still encoding into OUT)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_S)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="fluxvit-parent-watch", daemon=True).start()
-
-
 def _stat_key(path: str) -> list[int] | None:
     try:
         st = os.stat(path)
@@ -349,7 +306,7 @@ def probe_all(paths: Sequence[Path], cache: _ProbeCache, workers: int, progress:
 
     log.info("probing %d videos (%d cached)", len(todo), len(keys) - len(todo))
     try:
-        _parallel(probe_video, todo, workers, progress, "probe", done, chunksize=4)
+        run_in_processes(probe_video, todo, workers, progress, "probe", done, chunksize=4)
     finally:
         if todo:
             cache.save()
@@ -601,7 +558,7 @@ def _reencode_all(kept: list[_Kept], names: Sequence[str], out: Path, options: P
     def done(i: int, result: dict) -> None:
         results[i] = result
 
-    _parallel(_reencode_job, jobs, workers, progress, "re-encode", done)
+    run_in_processes(_reencode_job, jobs, workers, progress, "re-encode", done)
     good = []
     for k, r in zip(kept, results):
         row = {"path": os.path.abspath(k.record.path), "class": names[k.record.label]}

@@ -72,12 +72,10 @@ import colorsys
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -89,6 +87,7 @@ from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 from fluxvit.files import directory, new_or_empty_directory
 from fluxvit.typecheck import show
+from fluxvit.workers import run_in_processes
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +529,7 @@ def make_synthetic_dataset(
             (root / split / name).mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    _run_jobs(jobs, workers, progress)
+    run_in_processes(_write_clip, jobs, workers, progress, "synth", chunksize=8, unit="clip")
     # The CSVs come last, so an interrupted run never looks like a complete dataset.
     write_text(root / "classes.txt", "".join(f"{n}\n" for n in names))
     write_text(root / "synth.json", json.dumps({
@@ -567,21 +566,3 @@ def _write_clip(job: tuple[str, int, int, str, int, int]) -> str:
     clip = render_clip(name, np.random.default_rng(clip_seed(seed, name, index)), size, frames)
     write_video(path, clip, fps=FPS, crf=CRF)
     return path
-
-
-def _run_jobs(jobs: list, workers: int, progress: bool) -> None:
-    from tqdm import tqdm
-
-    with tqdm(total=len(jobs), unit="clip", desc="synth", disable=not progress) as bar:
-        if workers == 1:
-            for job in jobs:
-                _write_clip(job)
-                bar.update()
-            return
-        # fork, where there is one: the workers need only numpy and PyAV, and a spawned worker
-        # would first re-import the package (and torch) for a second or two.
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for _ in pool.map(_write_clip, jobs, chunksize=8):
-                bar.update()
