@@ -181,7 +181,7 @@ def test_a_list_source_with_a_header_and_class_names(src, tmp_path):
 @pytest.mark.parametrize("case, problem", [
     ("src_in_out", "is inside OUT"),
     ("out_in_src", "is inside SRC"),
-    ("out_not_empty", "exists and is not empty"),
+    ("out_not_empty", "not empty (it holds"),
     ("header", "a header line without 'path' and 'label' columns"),
     ("fractions", "--val-fraction 0.6 and --test-fraction 0.4 leave nothing to train on"),
     ("odd_side", "option '--short-side' must be even"),

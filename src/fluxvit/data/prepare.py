@@ -61,7 +61,7 @@ from fluxvit.data.annotations import CLASSES_FILE, Annotations, VideoRecord, one
 # reads this module's defaults and answers in a blink)
 from fluxvit.data.encode import video_writer
 from fluxvit.errors import ConfigError, VideoError
-from fluxvit.files import inside, read_text
+from fluxvit.files import inside, new_or_empty_directory, read_text
 from fluxvit.typecheck import coerce, in_range, show
 from fluxvit.workers import run_in_processes
 
@@ -522,9 +522,7 @@ def _start(out: Path, arguments: dict) -> None:
             raise ConfigError(f"OUT {out}: holds an unfinished preparation with other arguments "
                               f"({_differences(before, arguments)}); repeat them to continue it, or choose a new OUT")
         return
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"OUT {out}: exists and is not empty (and is no unfinished fluxvit prepare output); "
-                          "choose a new folder")
+    new_or_empty_directory(out, "OUT folder", advice=" (or an unfinished fluxvit prepare output); choose a new folder")
     write_text(state, json.dumps(arguments, indent=1) + "\n")
 
 
