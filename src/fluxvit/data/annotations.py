@@ -184,7 +184,7 @@ def _header(csv: Path, line: str) -> _Header | None:
         return None
     low = [f.lower() for f in fields]
     looks_like_data = any(f.lstrip("+-").isdigit() or "/" in f or "\\" in f
-                          or os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS for f in fields)
+                          or _is_video_name(f) for f in fields)
     if looks_like_data or not any(f in _HEADER_WORDS for f in low):
         return None
     twice = [c for c in ("path", "label") if low.count(c) > 1]
@@ -223,7 +223,7 @@ def read_annotations(
     given = read_classes(classes) if isinstance(classes, (str, os.PathLike)) else classes
     if os.path.isdir(csv):
         return read_folder(csv, given if given is not None else known_classes)
-    if os.path.splitext(csv.name)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(csv):
+    if _is_video_name(csv.name) and os.path.isfile(csv):
         raise AnnotationError(f"{csv}: a video file, not an annotation list or a folder of class folders "
                               "(CLASS/video.mp4)")
     root = Path(data_root) if data_root is not None else csv.parent
