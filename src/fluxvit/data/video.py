@@ -50,6 +50,7 @@ import importlib
 import itertools
 import logging
 import os
+import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -274,6 +275,16 @@ class PyAVReader:
         self.cache_size = cache_size
         self.cache_bytes = 0  # what the cached indices hold (their ``nbytes``)
         self._cache: OrderedDict[tuple[str, int, int], _Index] = OrderedDict()
+        self._deadline: tuple[float, float] | None = None  # (time.monotonic() to stop at, the seconds given)
+
+    def limit_time(self, seconds: float | None) -> None:
+        """From now, demuxing or decoding past ``seconds`` (None: no limit) is a VideoError,
+        checked at every packet and frame: how a server bounds the time one request decodes."""
+        self._deadline = None if seconds is None else (time.monotonic() + seconds, seconds)
+
+    def _check_time(self, path: Path) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline[0]:
+            raise VideoError(f"{path}: decoding took longer than the cap of {self._deadline[1]:g} s")
 
     # -- probing
     def num_frames(self, path: str | os.PathLike) -> int:
@@ -332,6 +343,7 @@ class PyAVReader:
             errors: list[BaseException] = []
             try:
                 for packet in container.demux(stream):
+                    self._check_time(path)
                     if first is None:  # fed until a frame comes out (the last, empty packet flushes)
                         first = next(iter(_decode_packet(stream, packet, errors)), None)
                         if first is not None:
@@ -470,6 +482,7 @@ class PyAVReader:
                     source = frames if pending is None else itertools.chain([pending], frames)
                     pending = None
                     for i, frame in source:
+                        self._check_time(path)
                         if check_landing:
                             check_landing = False
                             if i > run[0]:

@@ -96,6 +96,13 @@ def show_tokens(
 ) -> Path:
     """Write a PNG of the first view's frames with the kept tokens bright and the dropped dimmed."""
     video = read_views(path, grid, Views(1, 1), reader)[:1]  # (1, 3, T, R, R)
+    return save_png(token_picture(model, video, grid, selector, placement), out)
+
+
+def token_picture(model, video: torch.Tensor, grid: Grid, selector: str = "group_dynamic",
+                  placement: Placement = Placement()) -> np.ndarray:
+    """RGB uint8 mosaic of one normalised view ``video`` (1, 3, T, R, R): its frames side by side,
+    the tokens the model keeps at ``grid``'s budget bright and the dropped dimmed."""
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     model.to(placement.device).eval()
     with torch.no_grad(), placement.autocast():
@@ -107,7 +114,17 @@ def show_tokens(
     frames = ((video[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 3, 0).numpy()
     mosaic = token_mosaic(np.ascontiguousarray(frames), None if kept is None else kept[0], model.patch_size)
     scale = max(1, 224 // frames.shape[1])  # small clips are drawn larger, pixel-exact
-    return save_png(mosaic.repeat(scale, 0).repeat(scale, 1), out)
+    return mosaic.repeat(scale, 0).repeat(scale, 1)
+
+
+def classify_views(model, video: torch.Tensor, per_video: int, budget: int | None, topk: int,
+                   selector: str = "group_dynamic", placement: Placement = Placement(),
+                   name: Callable[[int], str] = str) -> list[list[tuple[str, float]]]:
+    """The top-k (class name or id, probability) pairs of each video in ``video`` (videos *
+    ``per_video`` views, 3, T, R, R; a video's views consecutive), softmax averaged over its
+    views; non-finite outputs are an error naming ``name(video number)``."""
+    probs = _probabilities(model, video, budget, selector, placement, lambda row: name(row // per_video))
+    return [_top(p, topk, model.class_names) for p in probs.unflatten(0, (-1, per_video)).mean(1)]
 
 
 # ----------------------------------------------------------------------------- many videos
@@ -178,13 +195,11 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
         ready: dict[int, Prediction | PredictionError] = {
             i: PredictionError(str(paths[i]), message) for i, message in zip(batch.broken_index, batch.broken)}
         if len(batch):
-            b, v = batch.video.shape[:2]
-            rows = batch.index.repeat_interleave(v)  # probabilities row -> input
-            probs = _probabilities(model, batch.video.flatten(0, 1), budget, selector, placement,
-                                   lambda i, rows=rows: str(paths[int(rows[i])])).unflatten(0, (b, v)).mean(1)
-            for row, i in enumerate(batch.index.tolist()):
-                ready[i] = Prediction(str(paths[i]), _top(probs[row], topk, model.class_names), shape, tokens,
-                                      placement)
+            inputs = batch.index.tolist()
+            tops = classify_views(model, batch.video.flatten(0, 1), batch.video.shape[1], budget, topk, selector,
+                                  placement, lambda row, inputs=inputs: str(paths[inputs[row]]))
+            for i, top in zip(inputs, tops):
+                ready[i] = Prediction(str(paths[i]), top, shape, tokens, placement)
         yield from (ready[i] for i in sorted(ready))
 
 
