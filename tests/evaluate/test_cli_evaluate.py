@@ -5,6 +5,7 @@ from safetensors.torch import load_file
 
 import fluxvit
 from fluxvit.cli import main as cli
+from fluxvit.flux.grid import Grid
 
 from .conftest import CLASSES
 
@@ -65,6 +66,15 @@ def test_optimize_stores_choices_used_by_eval_and_predict(setup, capsys):
     assert all(r["decision"].startswith(("kept default", "switched", "default grid is the best"))
                for r in stored.values())
     assert "| why (best other grid vs default, paired) |" in out
+    # every grid scored on the whole split is stored too (what fluxvit serve trades among): the
+    # choices among them, at the top-1 the choices report
+    from fluxvit.evaluate.token_optimization import stored_scores
+
+    scores = stored_scores(model.checkpoint_meta, model.patch_size)
+    for budget in (16, 32):
+        chosen = Grid.parse(stored[str(budget)]["grid"], budget=budget)
+        assert scores[chosen] == stored[str(budget)]["top1"]
+        assert len([g for g in scores if g.budget == budget]) >= 2
     assert cli(["eval", "--checkpoint", str(work), "--data", str(data.val_csv), "--budget", "16",
                 "--views", "1x1", "--json"]) == 0
     (res,) = _json_lines(capsys.readouterr().out)

@@ -32,6 +32,8 @@ from fluxvit.typecheck import in_range, show
 log = logging.getLogger(__name__)
 
 META_KEY = "token_optimization"
+# every grid and budget scored on the whole split: {tokens: {grid: top-1}} (what fluxvit serve trades among)
+SCORES_KEY = "token_optimization_scores"
 
 
 @dataclass(frozen=True)
@@ -266,3 +268,35 @@ def choices_metadata(choices: dict[int, BudgetChoice], existing: dict | None = N
     for budget, c in choices.items():
         record[str(budget)] = {k: v for k, v in c.to_dict().items() if k != "trials"} | (measured_on or {})
     return {META_KEY: record}
+
+
+def scores_metadata(scores: dict[Grid, Score], patch_size: int, existing: dict | None = None) -> dict:
+    """Merge the whole-split ``scores`` into a checkpoint's stored record of them, by budget (a
+    budget searched again replaces its grids)."""
+    stored = (existing or {}).get(SCORES_KEY)
+    record = dict(stored) if isinstance(stored, dict) else {}
+    fresh: dict[str, dict[str, float]] = {}
+    for grid, score in scores.items():
+        tokens = grid.num_tokens(patch_size)
+        fresh.setdefault(str(tokens), {})[str(grid.with_budget(None))] = round(score.top1, 3)
+    return {SCORES_KEY: record | fresh}
+
+
+def stored_scores(meta: dict | None, patch_size: int) -> dict[Grid, float]:
+    """The whole-split top-1 of every grid (with its budget) a checkpoint's Token Optimization
+    scored; empty when it stores none. Untrusted: a malformed record is a :class:`CheckpointError`."""
+    record = (meta or {}).get(SCORES_KEY)
+    if record is None:
+        return {}
+    out = {}
+    try:
+        for tokens, grids in record.items():
+            for text, top1 in grids.items():
+                if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 100:
+                    raise ConfigError(f"top-1 {show(top1)} is not a percentage")
+                grid = Grid.parse(text, budget=int(tokens))
+                grid.num_tokens(patch_size)
+                out[grid] = float(top1)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's stored Token Optimization scores are malformed ({e})") from None
+    return out

@@ -19,6 +19,7 @@ from fluxvit.evaluate.token_optimization import (
     SearchSpace,
     choices_metadata,
     plain_grids,
+    scores_metadata,
     search_budgets,
 )
 from fluxvit.flux.grid import Grid
@@ -112,6 +113,7 @@ def token_optimization_report(
             # merged with what the file holds when written: concurrent runs keep each other's budgets
             def changes(meta: dict) -> dict:
                 record = choices_metadata(choices, meta, placement.to_dict())
+                record |= scores_metadata(scores, model.patch_size, meta)
                 if latency:
                     targets = dict(meta.get(LATENCY_KEY) or {})
                     targets[f"{latency_ms:g}"] = latency
