@@ -1121,6 +1121,74 @@ def _add_export(sub) -> None:
                    "videos x views")
 
 
+# ----------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fluxvit.serve import check_installed
+
+    check_installed()
+    from fluxvit.files import directory, regular_file
+    from fluxvit.serve.server import Launch, run
+    from fluxvit.serve.service import ServeSettings
+    from fluxvit.typecheck import in_range
+
+    in_range(args.port, "--port", lo=0, hi=65535, what="option")
+    in_range(args.workers, "--workers", lo=1, hi=256, what="option")
+    in_range(args.shutdown_timeout_s, "--shutdown-timeout-s", lo=0, hi=3600, what="option")
+    media_root = str(directory(args.media_root, "--media-root folder")) if args.media_root else None
+    sample = str(regular_file(args.sample_video, "--sample-video")) if args.sample_video else None
+    settings = ServeSettings(
+        latency_ms=args.latency_ms, budget_mode=args.budget, max_budget=args.max_budget, views=args.views,
+        selector=args.selector, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+        decode_workers=args.decode_workers, max_concurrent=args.max_concurrent, max_upload_mb=args.max_upload_mb,
+        decode_timeout_s=args.decode_timeout_s, media_root=media_root, sample_video=sample)
+    _load_model(args.checkpoint)  # a bad checkpoint is one line here, not a traceback in a server process
+    _acceleration_placement(args, _placement(args))
+    run(Launch(args.checkpoint, args.device, args.dtype, args.quantize, args.compile, settings), args.host,
+        args.port, args.workers, args.shutdown_timeout_s)
+    return 0
+
+
+def _add_serve(sub) -> None:
+    from fluxvit.serve.service import ServeSettings as S
+
+    p = _add(sub, "serve", "an HTTP service (FastAPI) that classifies videos and lowers the token budget under load "
+             "to hold a latency target; needs the serve extra (pip install 'fluxvit[serve]')",
+             "fluxvit serve --checkpoint runs/demo/flux/model.safetensors --latency-ms 250 --port 8000", cmd_serve)
+    p.add_argument("--checkpoint", required=True, help="a fluxvit checkpoint (its TO choices are the budgets served)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--latency-ms", type=_float, default=S.latency_ms,
+                   help=f"end-to-end latency target per request (default {S.latency_ms:g})")
+    p.add_argument("--budget", default=S.budget_mode, choices=("adaptive", "fixed"),
+                   help="adaptive (default): fewer tokens when busy, 503 when even the fewest cannot make the "
+                        "target; fixed: always the largest budget (a plain server)")
+    p.add_argument("--max-budget", type=_int, default=None, help="serve no budget above this many tokens")
+    p.add_argument("--views", default=S.views, help=f"test views per request, CLIPSxCROPS (default {S.views})")
+    p.add_argument("--selector", default=S.selector, help=f"token selector (default {S.selector})")
+    p.add_argument("--max-batch", type=_int, default=S.max_batch,
+                   help=f"requests of one grid and budget per forward (default {S.max_batch})")
+    p.add_argument("--batch-wait-ms", type=_float, default=S.batch_wait_ms,
+                   help=f"how long a forward waits for more requests while others decode (default {S.batch_wait_ms:g})")
+    p.add_argument("--decode-workers", type=_int, default=S.decode_workers,
+                   help=f"decoding threads (default {S.decode_workers})")
+    p.add_argument("--max-concurrent", type=_int, default=S.max_concurrent,
+                   help=f"requests in the server at once; more get 503 (default {S.max_concurrent})")
+    p.add_argument("--max-upload-mb", type=_float, default=S.max_upload_mb,
+                   help=f"largest upload (default {S.max_upload_mb:g} MB)")
+    p.add_argument("--decode-timeout-s", type=_float, default=S.decode_timeout_s,
+                   help=f"longest one request may decode (default {S.decode_timeout_s:g} s)")
+    p.add_argument("--media-root", default=None,
+                   help="a folder whose videos requests may name by a relative path (default: uploads only)")
+    p.add_argument("--sample-video", default=None,
+                   help="a video like those to be served, to measure decoding on at start (default: a 320x240 "
+                        "clip made at start)")
+    p.add_argument("--workers", type=_int, default=1, help="server processes, each with its own model (default 1)")
+    p.add_argument("--shutdown-timeout-s", type=_int, default=30,
+                   help="on SIGTERM, how long requests in flight may take to finish (default 30)")
+    _add_placement(p)
+    _add_acceleration(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fluxvit",
@@ -1153,6 +1221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(sub)
     _add_train(sub)
     _add_export(sub)
+    _add_serve(sub)
     return parser
 
 

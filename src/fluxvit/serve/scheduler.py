@@ -1,0 +1,238 @@
+"""The budget scheduler: which grid and token budget each request gets, and which are turned away.
+
+A request's cost is its end-to-end time at an *operating point* (a grid and its token budget):
+decoding the grid's frames, preprocessing them and the forward, measured on this machine at start
+(:func:`fluxvit.evaluate.latency.measure_end_to_end`). Points are ranked by what they are worth:
+by Token Optimization's accuracy where the checkpoint stores it (only the frontier of accuracy
+against cost is kept), else by their budget. Requests are served first come, first served. When
+a request's decoding starts, the scheduler gives it the best point at which every request then
+waiting (it, and those queued behind it) is predicted to finish within the latency target,
+counting the work already started ahead of them; so an idle server spends the full budget and a
+busy one cuts each request to fewer tokens (and a cheaper grid) until the queue drains. A request
+that cannot finish in time even at the cheapest point is refused at the door
+(:class:`Overloaded`, HTTP 503 with Retry-After) instead of waiting forever. ``mode="fixed"``
+serves every request at the best point and sheds nothing but the in-flight cap: a plain server,
+for comparison.
+
+The prediction counts the work one request after the other, though decoding and the model overlap
+in the service: it errs on the safe side. ``calibration`` follows what requests really cost (an
+exponential average of measured over predicted), so a machine busier or slower than at start-up
+(or faster, with batching) is predicted as it is.
+
+Nothing here decodes or runs a model: time comes from ``clock`` (milliseconds), so tests replay
+arrivals exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from fluxvit.errors import ConfigError
+from fluxvit.flux.grid import Grid
+
+MODES = ("adaptive", "fixed")
+CALIBRATION_WEIGHT = 0.2  # the weight of the newest request in the running measured/predicted ratio
+CALIBRATION_RANGE = (0.25, 8.0)  # one odd request (a huge upload, a cold cache) moves it at most this far
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A grid with its token budget, what one request there costs on this machine (ms: decoding
+    and preprocessing; the forward at batch 1) and, where Token Optimization stored it, the top-1
+    it measured there (the budget table's accuracy)."""
+
+    grid: Grid
+    decode_ms: float
+    forward_ms: float
+    accuracy: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.grid.budget)
+
+    @property
+    def cost_ms(self) -> float:
+        return self.decode_ms + self.forward_ms
+
+    def to_dict(self) -> dict:
+        return {"grid": f"{self.grid.frames}x{self.grid.height}x{self.grid.width}", "tokens": self.tokens,
+                "decode_ms": round(self.decode_ms, 2), "forward_ms": round(self.forward_ms, 2),
+                "total_ms": round(self.cost_ms, 2), "top1": self.accuracy}
+
+
+def preference_order(points: Sequence[OperatingPoint]) -> list[OperatingPoint]:
+    """``points`` from the least to the most wanted. With every point's accuracy known (Token
+    Optimization's), the frontier of accuracy against measured cost: a point that costs at least
+    as much as another and is no more accurate is dropped, and more accuracy is more wanted.
+    Otherwise the budget decides: more tokens are more wanted."""
+    if not all(p.accuracy is not None for p in points):
+        return sorted(points, key=lambda p: (p.tokens, -p.cost_ms))
+    kept: list[OperatingPoint] = []
+    for p in sorted(points, key=lambda p: (p.cost_ms, -p.accuracy)):
+        if not kept or p.accuracy > kept[-1].accuracy:
+            kept.append(p)
+    return kept
+
+
+class Overloaded(Exception):
+    """A request the server cannot take now: ``retry_after_s`` is when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One admitted request: when it arrived, the point it was asked for (None: the scheduler
+    chooses), and once started the point it runs at and when it started."""
+
+    id: int
+    arrived_ms: float
+    requested: OperatingPoint | None = None
+    point: OperatingPoint | None = None
+    started_ms: float | None = None
+    cancelled: bool = field(default=False)
+
+
+class BudgetScheduler:
+    """Admission and per-request budgets over ``points`` (any order), for ``target_ms``.
+
+    Thread-safe: the HTTP handlers admit and cancel, the decoding workers start, the model thread
+    finishes."""
+
+    def __init__(self, points: Sequence[OperatingPoint], target_ms: float, mode: str = "adaptive",
+                 max_in_flight: int = 64, clock: Callable[[], float] | None = None) -> None:
+        if not points:
+            raise ConfigError("the scheduler needs at least one operating point (grid and budget)")
+        if mode not in MODES:
+            raise ConfigError(f"unknown budget mode {mode!r}; use {' or '.join(MODES)}")
+        if not (isinstance(target_ms, (int, float)) and math.isfinite(target_ms) and target_ms > 0):
+            raise ConfigError(f"latency target must be a positive number of ms, got {target_ms!r}")
+        self.points = preference_order(points)  # the least wanted first
+        self.cheapest = min(self.points, key=lambda p: p.cost_ms)
+        self.target_ms = float(target_ms)
+        self.mode = mode
+        self.max_in_flight = max_in_flight
+        self.clock = clock or (lambda: 1e3 * time.monotonic())
+        self.calibration = 1.0
+        self._tickets: dict[int, Ticket] = {}  # admitted, not finished, in arrival order
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    # -- what the service asks
+    @property
+    def best(self) -> OperatingPoint:
+        """The point an idle server runs (and a fixed one always): the most accurate, else the
+        largest budget."""
+        return self.points[-1]
+
+    @property
+    def budgets(self) -> list[int]:
+        return sorted({p.tokens for p in self.points})
+
+    def point_for(self, budget: int) -> OperatingPoint:
+        """The operating point of a budget a client asked for (the most accurate of its grids); a
+        budget the server does not run is a :class:`ConfigError` listing those it does."""
+        for p in reversed(self.points):
+            if p.tokens == budget:
+                return p
+        raise ConfigError(f"budget {budget} is not served here; choose one of "
+                          f"{', '.join(map(str, self.budgets))} (or auto)")
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._tickets)
+
+    def waiting(self) -> int:
+        """Admitted requests whose decoding has not started: the queue depth."""
+        with self._lock:
+            return sum(t.started_ms is None for t in self._tickets.values())
+
+    # -- the life of a request
+    def admit(self, requested: OperatingPoint | None = None) -> Ticket:
+        """A ticket for a new request, or :class:`Overloaded` when the in-flight cap is reached or
+        (adaptive, no budget asked for) even the smallest budget would finish it too late."""
+        with self._lock:
+            now = self.clock()
+            if len(self._tickets) >= self.max_in_flight:
+                raise Overloaded(f"{len(self._tickets)} requests in flight, the cap (--max-concurrent)",
+                                 self._retry_after(self._work_ahead(now)))
+            if self.mode == "adaptive" and requested is None:
+                waiting = [t for t in self._tickets.values() if t.started_ms is None]
+                cheapest = self.cheapest
+                finish = self._finishes(now, waiting, cheapest)[-1] + cheapest.cost_ms * self.calibration
+                if finish > self.target_ms:
+                    raise Overloaded(f"overloaded: this request would finish in {finish:.0f} ms even at the "
+                                     f"cheapest budget ({cheapest.tokens} tokens at {cheapest.grid}), over the "
+                                     f"{self.target_ms:g} ms target", self._retry_after(finish - self.target_ms))
+            ticket = Ticket(next(self._ids), now, requested)
+            self._tickets[ticket.id] = ticket
+            return ticket
+
+    def start(self, ticket: Ticket) -> OperatingPoint:
+        """Decoding of ``ticket`` begins: the operating point it runs at (see the module docstring)."""
+        with self._lock:
+            now = self.clock()
+            ticket.started_ms = now
+            if ticket.requested is not None:
+                ticket.point = ticket.requested
+            elif self.mode == "fixed":
+                ticket.point = self.best
+            else:
+                ticket.point = self._choose(ticket, now)
+            return ticket.point
+
+    def finish(self, ticket: Ticket, measured_ms: float | None = None) -> None:
+        """``ticket`` is done (answered, failed or cancelled). ``measured_ms``, the work it really
+        cost (its decoding, and its share of the batch's forward), calibrates the predictions."""
+        with self._lock:
+            self._tickets.pop(ticket.id, None)
+            if measured_ms is not None and ticket.point is not None and measured_ms > 0:
+                ratio = measured_ms / ticket.point.cost_ms
+                mixed = (1 - CALIBRATION_WEIGHT) * self.calibration + CALIBRATION_WEIGHT * ratio
+                self.calibration = min(max(mixed, CALIBRATION_RANGE[0]), CALIBRATION_RANGE[1])
+
+    def cancel(self, ticket: Ticket) -> bool:
+        """The client went away: a request still waiting leaves the queue now (True); one already
+        decoding is dropped before its forward and leaves when that decoding ends (False)."""
+        with self._lock:
+            ticket.cancelled = True
+            if ticket.started_ms is None:
+                self._tickets.pop(ticket.id, None)
+                return True
+            return False
+
+    # -- the prediction
+    def _work_ahead(self, now: float) -> float:
+        """ms of predicted work left in the requests already started."""
+        left = 0.0
+        for t in self._tickets.values():
+            if t.started_ms is not None and t.point is not None:
+                left += max(0.0, t.point.cost_ms * self.calibration - (now - t.started_ms))
+        return left
+
+    def _finishes(self, now: float, queue: list[Ticket], point: OperatingPoint) -> list[float]:
+        """Predicted ms from now until each request of ``queue`` (waiting, in order) is done, when
+        those without a budget of their own run at ``point``; the last entry is the whole queue."""
+        done, out = self._work_ahead(now), [self._work_ahead(now)]
+        for t in queue:
+            done += (t.requested or point).cost_ms * self.calibration
+            out.append(done)
+        return out
+
+    def _choose(self, ticket: Ticket, now: float) -> OperatingPoint:
+        queue = [ticket] + [t for t in self._tickets.values() if t.started_ms is None]
+        for point in reversed(self.points):  # the most wanted first
+            finishes = self._finishes(now, queue, point)[1:]
+            if all(now - t.arrived_ms + f <= self.target_ms for t, f in zip(queue, finishes)):
+                return point
+        return self.cheapest
+
+    def _retry_after(self, excess_ms: float) -> int:
+        return max(1, math.ceil(max(excess_ms, self.cheapest.cost_ms) / 1e3))
