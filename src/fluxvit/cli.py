@@ -1128,7 +1128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_installed()
     from fluxvit.files import directory, regular_file
     from fluxvit.serve.server import Launch, run
-    from fluxvit.serve.service import ServeSettings
+    from fluxvit.serve.settings import ServeSettings
     from fluxvit.typecheck import in_range
 
     in_range(args.port, "--port", lo=0, hi=65535, what="option")
@@ -1149,7 +1149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub) -> None:
-    from fluxvit.serve.service import ServeSettings as S
+    from fluxvit.serve.settings import ServeSettings as S
 
     p = _add(sub, "serve", "an HTTP service (FastAPI) that classifies videos and lowers the token budget under load "
              "to hold a latency target; needs the serve extra (pip install 'fluxvit[serve]')",

@@ -20,7 +20,8 @@ import fluxvit
 from fluxvit.evaluate.token_optimization import META_KEY
 from fluxvit.placement import Placement
 from fluxvit.serve.scheduler import OperatingPoint
-from fluxvit.serve.service import InferenceService, ServeSettings
+from fluxvit.serve.service import InferenceService
+from fluxvit.serve.settings import ServeSettings
 from tests.hostile.media import clip
 
 ROOT = Path(__file__).resolve().parents[2]

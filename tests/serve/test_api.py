@@ -271,7 +271,7 @@ def test_a_decode_that_runs_past_its_cap_is_refused(serve_ckpt, tmp_path):
 
 def test_settings_out_of_range_are_one_line():
     from fluxvit.errors import ConfigError
-    from fluxvit.serve.service import ServeSettings
+    from fluxvit.serve.settings import ServeSettings
 
     for kw, needle in (({"latency_ms": 0}, "--latency-ms must be between 1 and"),
                        ({"max_batch": 2.5}, "--max-batch must be an integer"),

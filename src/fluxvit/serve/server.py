@@ -14,7 +14,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from fluxvit.serve.service import InferenceService, ServeSettings
+from fluxvit.serve.service import InferenceService
+from fluxvit.serve.settings import ServeSettings
 
 ENVIRONMENT = "FLUXVIT_SERVE_LAUNCH"
 
