@@ -84,13 +84,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def real_server(checkpoint: Path, *args: str, startup_s: float = 90) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``fluxvit serve`` in its own process on a free loopback port: (base URL, process), stopped
-    with SIGTERM at the end (and killed if it does not stop)."""
+def real_server(checkpoint: Path, *args: str, startup_s: float = 90,
+                env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``fluxvit serve`` in its own process on a free loopback port (``env``: more environment):
+    (base URL, process), stopped with SIGTERM at the end (and killed if it does not stop)."""
     import httpx
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "fluxvit", "serve", "--checkpoint", str(checkpoint), "--port",
                              str(port), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

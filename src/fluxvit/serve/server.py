@@ -59,8 +59,11 @@ def build_service(launch: Launch) -> InferenceService:
 
 def app_from_environment():
     """The app of one of ``--workers N`` processes (uvicorn calls this in each)."""
+    import logging
+
     from fluxvit.serve.app import create_app
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # a fresh process: say what it serves
     return create_app(build_service(Launch.from_json(os.environ[ENVIRONMENT])))
 
 
