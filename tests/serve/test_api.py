@@ -177,12 +177,15 @@ def test_every_odd_but_valid_video_of_the_catalogue_is_classified(serve_ckpt, tm
 
 def test_an_overloaded_server_answers_503_with_retry_after(serve_ckpt, serve_clip):
     with client(serve_ckpt, latency_ms=10) as c:  # the cheapest point costs 15 ms (conftest)
+        assert upload(c, serve_clip.read_bytes()).status_code == 200  # an idle server takes any request
+        other = c.service.scheduler.admit()  # one in flight: now the prediction decides
         r = upload(c, serve_clip.read_bytes())
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
         assert "even at the cheapest budget (16 tokens at 2x56" in r.json()["error"]
         # a budget asked for is served as asked
         assert upload(c, serve_clip.read_bytes(), budget=32).status_code == 200
         assert 'fluxvit_errors_total{kind="overloaded"} 1.0' in c.get("/metrics").text
+        c.service.scheduler.finish(other)
     with client(serve_ckpt, latency_ms=10, budget_mode="fixed") as c:  # a plain server: no shedding
         r = upload(c, serve_clip.read_bytes())
         assert r.status_code == 200 and r.json()["tokens"] == 64

@@ -131,3 +131,26 @@ def test_the_target_must_be_a_positive_number(bad):
         BudgetScheduler([SMALL], bad)
     with pytest.raises(ConfigError, match="unknown budget mode 'fast'"):
         BudgetScheduler([SMALL], 100.0, "fast")
+
+
+def test_a_busy_server_calibrates_on_its_pace_and_an_idle_one_admits_anything():
+    s, clock = scheduler("fixed")
+    a, b = s.admit(), s.admit()
+    s.start(a)
+    s.start(b)
+    clock.ms = 50.0
+    s.finish(a, measured_ms=60.0)  # the server was idle before: its own work, 60 / 40 predicted
+    assert s.calibration == pytest.approx(0.8 + 0.2 * 1.5)
+    clock.ms = 60.0
+    s.finish(b, measured_ms=60.0)  # busy since a ended: 10 ms of the server's time, not its 60
+    assert s.calibration == pytest.approx(0.8 * 1.1 + 0.2 * 10 / 40)
+    cancelled = s.admit()
+    s.cancel(cancelled)
+    s.finish(cancelled)  # never started: no sample
+    assert s.calibration == pytest.approx(0.8 * 1.1 + 0.2 * 10 / 40)
+    # the cheapest point (10 ms) misses a 5 ms target: an idle server still takes one request
+    s, _ = scheduler(target=5.0)
+    first = s.admit()
+    with pytest.raises(Overloaded):
+        s.admit()
+    assert s.start(first) == SMALL

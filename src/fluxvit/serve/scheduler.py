@@ -14,10 +14,12 @@ that cannot finish in time even at the cheapest point is refused at the door
 serves every request at the best point and sheds nothing but the in-flight cap: a plain server,
 for comparison.
 
-The prediction counts the work one request after the other, though decoding and the model overlap
-in the service: it errs on the safe side. ``calibration`` follows what requests really cost (an
-exponential average of measured over predicted), so a machine busier or slower than at start-up
-(or faster, with batching) is predicted as it is.
+The prediction counts the work one request after the other; decoding and the model overlap in
+the service and requests share forwards, so ``calibration`` follows the server's real pace: an
+exponential average, over the requests that end, of the server time each took (on a busy server
+the time since the previous one ended) over its predicted cost. A machine busier or slower than
+at start-up, or faster with batching and overlap, is predicted as it is. An idle server admits
+any request (its prediction may be wrong, and it learns only from answers).
 
 Nothing here decodes or runs a model: time comes from ``clock`` (milliseconds), so tests replay
 arrivals exactly.
@@ -121,6 +123,8 @@ class BudgetScheduler:
         self.max_in_flight = max_in_flight
         self.clock = clock or (lambda: 1e3 * time.monotonic())
         self.calibration = 1.0
+        self._last_finish_ms: float | None = None  # when the last started request ended
+        self._busy_since_last = False  # whether requests were in flight when it did
         self._tickets: dict[int, Ticket] = {}  # admitted, not finished, in arrival order
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -163,7 +167,8 @@ class BudgetScheduler:
             if len(self._tickets) >= self.max_in_flight:
                 raise Overloaded(f"{len(self._tickets)} requests in flight, the cap (--max-concurrent)",
                                  self._retry_after(self._work_ahead(now)))
-            if self.mode == "adaptive" and requested is None:
+            # an idle server takes any request: its prediction may be wrong, and it learns only from answers
+            if self.mode == "adaptive" and requested is None and self._tickets:
                 waiting = [t for t in self._tickets.values() if t.started_ms is None]
                 cheapest = self.cheapest
                 finish = self._finishes(now, waiting, cheapest)[-1] + cheapest.cost_ms * self.calibration
@@ -189,14 +194,24 @@ class BudgetScheduler:
             return ticket.point
 
     def finish(self, ticket: Ticket, measured_ms: float | None = None) -> None:
-        """``ticket`` is done (answered, failed or cancelled). ``measured_ms``, the work it really
-        cost (its decoding, and its share of the batch's forward), calibrates the predictions."""
+        """``ticket`` is done (answered, failed or cancelled). What it cost calibrates the
+        predictions: on a server busy since the previous request ended, the time between the two
+        (decoding and forwards overlap, requests share forwards: this is the server's real pace);
+        else ``measured_ms``, the work it took itself (its decoding, its share of the forward)."""
         with self._lock:
             self._tickets.pop(ticket.id, None)
-            if measured_ms is not None and ticket.point is not None and measured_ms > 0:
-                ratio = measured_ms / ticket.point.cost_ms
-                mixed = (1 - CALIBRATION_WEIGHT) * self.calibration + CALIBRATION_WEIGHT * ratio
+            now = self.clock()
+            if ticket.point is None or ticket.started_ms is None:
+                return  # it never started: it cost nothing
+            if self._busy_since_last and self._last_finish_ms is not None:
+                spent = now - max(self._last_finish_ms, ticket.arrived_ms)
+            else:
+                spent = measured_ms
+            if spent is not None and spent >= 0:
+                mixed = (1 - CALIBRATION_WEIGHT) * self.calibration + CALIBRATION_WEIGHT * spent / ticket.point.cost_ms
                 self.calibration = min(max(mixed, CALIBRATION_RANGE[0]), CALIBRATION_RANGE[1])
+            self._last_finish_ms = now
+            self._busy_since_last = bool(self._tickets)
 
     def cancel(self, ticket: Ticket) -> bool:
         """The client went away: a request still waiting leaves the queue now (True); one already

@@ -75,7 +75,7 @@ class _Job:
 
 
 def operating_points(model, placement: Placement, views: Views, max_budget: int | None,
-                     sample_video: str | os.PathLike, repeats: int = 3) -> list[OperatingPoint]:
+                     sample_video: str | os.PathLike, repeats: int = 5) -> list[OperatingPoint]:
     """The grids and budgets this server may run, each with its end-to-end cost measured on
     ``sample_video``: every grid and budget Token Optimization scored on its whole split (with
     that top-1), else its stored choice per budget, else the model's default grid at 1/8 to all
@@ -154,6 +154,12 @@ class InferenceService:
             raise
         self.scheduler = BudgetScheduler(points, settings.latency_ms, settings.budget_mode,
                                          settings.max_concurrent)
+        cheapest = self.scheduler.cheapest
+        if cheapest.cost_ms > settings.latency_ms:
+            log.warning("the cheapest point (%s) takes %.0f ms end to end here, over the %g ms target: an idle "
+                        "server still answers one request at a time, a busy one refuses the rest (measured on %s; "
+                        "--sample-video gives a video like those served)", cheapest.grid, cheapest.cost_ms,
+                        settings.latency_ms, settings.sample_video or "a 320x240 clip made at start")
         self._local = threading.local()
         self._decoders = concurrent.futures.ThreadPoolExecutor(settings.decode_workers,
                                                                thread_name_prefix="fluxvit-decode")
