@@ -121,6 +121,7 @@ def test_calibration_follows_measured_costs_within_its_range():
         s.finish(t, measured_ms=1e6)
     assert s.calibration == 8.0
     # now every point costs 8x: one request alone at FULL (320 ms) misses 100, at SMALL (80) fits
+    s.tail = 1.0  # (those answers took no time on this clock: they pulled the tail factor down)
     t = s.admit()
     assert s.start(t) == SMALL
 
@@ -154,3 +155,27 @@ def test_a_busy_server_calibrates_on_its_pace_and_an_idle_one_admits_anything():
     with pytest.raises(Overloaded):
         s.admit()
     assert s.start(first) == SMALL
+
+
+def test_the_tail_factor_settles_where_one_answer_in_twenty_is_later_than_predicted():
+    import random
+
+    s, clock = scheduler("fixed", target=1000.0)
+    ratios = [0.5 + 0.01 * (i % 100) for i in range(4000)]  # observed / predicted: 0.5 to 1.49, evenly
+    random.Random(0).shuffle(ratios)
+    over = 0
+    for i, r in enumerate(ratios):
+        t = s.admit()
+        s.start(t)  # FULL alone: predicted 40 ms
+        over += i >= 2000 and r > s.tail
+        clock.ms += 40.0 * r
+        s.finish(t, measured_ms=40.0)
+        clock.ms += 1000.0  # idle between requests
+        s.calibration = 1.0  # (keep the prediction fixed: this test is about the tail)
+    assert 0.03 < over / 2000 < 0.08  # once settled, ~5% of answers end later than tail x predicted
+    assert 1.25 < s.tail < 1.6  # near the ratios' 95th percentile, 1.44 (it moves in ~10% steps)
+    # the prediction it now makes for the next request: 40 ms x the tail, against the target
+    s2, _ = scheduler(target=50.0)
+    s2.tail = 1.44
+    t = s2.admit()
+    assert s2.start(t) == MID  # FULL: 40 x 1.44 = 58 > 50; MID: 20 x 1.44 = 29 fits

@@ -33,6 +33,8 @@ class Metrics:
             scheduler.in_flight)
         Gauge("fluxvit_latency_calibration", "measured over predicted cost of recent requests",
               registry=r).set_function(lambda: scheduler.calibration)
+        Gauge("fluxvit_latency_tail", "95th percentile of measured over predicted latency", registry=r).set_function(
+            lambda: scheduler.tail)
         Gauge("fluxvit_latency_target_seconds", "the latency target", registry=r).set(target_s)
 
     def text(self) -> bytes:

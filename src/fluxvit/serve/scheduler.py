@@ -18,8 +18,13 @@ The prediction counts the work one request after the other; decoding and the mod
 the service and requests share forwards, so ``calibration`` follows the server's real pace: an
 exponential average, over the requests that end, of the server time each took (on a busy server
 the time since the previous one ended) over its predicted cost. A machine busier or slower than
-at start-up, or faster with batching and overlap, is predicted as it is. An idle server admits
-any request (its prediction may be wrong, and it learns only from answers).
+at start-up, or faster with batching and overlap, is predicted as it is. What the costs miss
+(the HTTP side, threads waiting for the interpreter, the spread of decoding times) is in ``tail``:
+the 95th percentile of measured over predicted latency, tracked over the answers (up a step when
+an answer took longer than ``tail`` times its prediction, down a twentieth of a step when not, so
+that 5% of answers end above it), and every prediction is multiplied by it: the target bounds the
+p95, not the mean. An idle server admits any request (its prediction may be wrong, and it learns
+only from answers).
 
 Nothing here decodes or runs a model: time comes from ``clock`` (milliseconds), so tests replay
 arrivals exactly.
@@ -40,6 +45,9 @@ from fluxvit.flux.grid import Grid
 MODES = ("adaptive", "fixed")
 CALIBRATION_WEIGHT = 0.2  # the weight of the newest request in the running measured/predicted ratio
 CALIBRATION_RANGE = (0.25, 8.0)  # one odd request (a huge upload, a cold cache) moves it at most this far
+TAIL_QUANTILE = 0.95  # the share of requests whose latency the target is meant to bound (p95)
+TAIL_STEP = 0.1  # how fast the tail factor moves: up 9.5% on a request over its prediction, down 0.5% under
+TAIL_RANGE = (0.5, 8.0)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class Ticket:
     requested: OperatingPoint | None = None
     point: OperatingPoint | None = None
     started_ms: float | None = None
+    predicted_ms: float | None = None  # its whole latency, predicted when it started (before the tail factor)
     cancelled: bool = field(default=False)
 
 
@@ -123,6 +132,7 @@ class BudgetScheduler:
         self.max_in_flight = max_in_flight
         self.clock = clock or (lambda: 1e3 * time.monotonic())
         self.calibration = 1.0
+        self.tail = 1.0  # the 95th percentile of measured over predicted latency (see finish)
         self._last_finish_ms: float | None = None  # when the last started request ended
         self._busy_since_last = False  # whether requests were in flight when it did
         self._tickets: dict[int, Ticket] = {}  # admitted, not finished, in arrival order
@@ -171,7 +181,8 @@ class BudgetScheduler:
             if self.mode == "adaptive" and requested is None and self._tickets:
                 waiting = [t for t in self._tickets.values() if t.started_ms is None]
                 cheapest = self.cheapest
-                finish = self._finishes(now, waiting, cheapest)[-1] + cheapest.cost_ms * self.calibration
+                finish = self.tail * (self._finishes(now, waiting, cheapest)[-1]
+                                      + cheapest.cost_ms * self.calibration)
                 if finish > self.target_ms:
                     raise Overloaded(f"overloaded: this request would finish in {finish:.0f} ms even at the "
                                      f"cheapest budget ({cheapest.tokens} tokens at {cheapest.grid}), over the "
@@ -184,6 +195,7 @@ class BudgetScheduler:
         """Decoding of ``ticket`` begins: the operating point it runs at (see the module docstring)."""
         with self._lock:
             now = self.clock()
+            ahead = self._work_ahead(now)  # before this one counts as started
             ticket.started_ms = now
             if ticket.requested is not None:
                 ticket.point = ticket.requested
@@ -191,6 +203,7 @@ class BudgetScheduler:
                 ticket.point = self.best
             else:
                 ticket.point = self._choose(ticket, now)
+            ticket.predicted_ms = now - ticket.arrived_ms + ahead + ticket.point.cost_ms * self.calibration
             return ticket.point
 
     def finish(self, ticket: Ticket, measured_ms: float | None = None) -> None:
@@ -210,6 +223,10 @@ class BudgetScheduler:
             if spent is not None and spent >= 0:
                 mixed = (1 - CALIBRATION_WEIGHT) * self.calibration + CALIBRATION_WEIGHT * spent / ticket.point.cost_ms
                 self.calibration = min(max(mixed, CALIBRATION_RANGE[0]), CALIBRATION_RANGE[1])
+            if measured_ms is not None and ticket.predicted_ms:  # answered: how far off was its prediction?
+                over = (now - ticket.arrived_ms) / ticket.predicted_ms > self.tail
+                step = TAIL_STEP * (TAIL_QUANTILE if over else TAIL_QUANTILE - 1)
+                self.tail = min(max(self.tail * (1 + step), TAIL_RANGE[0]), TAIL_RANGE[1])
             self._last_finish_ms = now
             self._busy_since_last = bool(self._tickets)
 
@@ -245,7 +262,7 @@ class BudgetScheduler:
         queue = [ticket] + [t for t in self._tickets.values() if t.started_ms is None]
         for point in reversed(self.points):  # the most wanted first
             finishes = self._finishes(now, queue, point)[1:]
-            if all(now - t.arrived_ms + f <= self.target_ms for t, f in zip(queue, finishes)):
+            if all(self.tail * (now - t.arrived_ms + f) <= self.target_ms for t, f in zip(queue, finishes)):
                 return point
         return self.cheapest
 
