@@ -1141,7 +1141,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         selector=args.selector, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
         decode_workers=args.decode_workers, max_concurrent=args.max_concurrent, max_upload_mb=args.max_upload_mb,
         decode_timeout_s=args.decode_timeout_s, media_root=media_root, sample_video=sample)
-    _load_model(args.checkpoint)  # a bad checkpoint is one line here, not a traceback in a server process
+    # What a server process would refuse is one line here, before any process starts: a bad
+    # checkpoint or stored record, an unreadable sample video, a device or precision not here.
+    from fluxvit.serve.service import candidate_points
+
+    candidate_points(_load_model(args.checkpoint), args.max_budget)
+    if sample is not None:
+        from fluxvit.data.video import PyAVReader
+
+        PyAVReader().num_frames(sample)
     _acceleration_placement(args, _placement(args))
     run(Launch(args.checkpoint, args.device, args.dtype, args.quantize, args.compile, settings), args.host,
         args.port, args.workers, args.shutdown_timeout_s)

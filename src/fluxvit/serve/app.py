@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fluxvit.errors import ConfigError, FluxViTError, VideoError
 from fluxvit.files import inside
@@ -45,6 +46,7 @@ FORM_FIELD_BYTES = 4096  # a text field (path, budget, ...) longer than this is 
 FORM_MARGIN_BYTES = 64 * 1024  # what a request may hold beyond its upload: the form's headers and fields
 DISCONNECT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # a client's file name never breaks the one-line error
 # VideoError reasons that mean "this is not a video at all" (415) rather than "a broken video" (422)
 _NOT_A_VIDEO = ("not a readable video", "no video stream", "empty file")
 
@@ -106,7 +108,7 @@ class BodyLimit:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope, receive, send) -> None:
-        if self.on_refused is not None:
+        if self.on_refused is not None and scope.get("path") == "/v1/classify":  # the metrics count classify
             self.on_refused(413, "too_large")
         await _error_response(_too_large(self.max_upload_mb))(scope, receive, send)
 
@@ -136,7 +138,11 @@ def resolve_media_path(text: str, root: str | os.PathLike | None) -> Path:
     full = Path(root) / parts
     if not inside(full, root):
         raise ApiError(403, f"path {text[:200]!r}: leads outside the media root", "forbidden")
-    if not full.exists():
+    try:
+        exists = full.exists()
+    except OSError as e:  # a name too long for this system, ...
+        raise ApiError(400, f"path {text[:200]!r}: {e.strerror or e}", "bad_request") from None
+    if not exists:
         raise ApiError(404, f"path {text[:200]!r}: no such video under the media root", "not_found")
     return full
 
@@ -227,7 +233,12 @@ def create_app(service: InferenceService) -> FastAPI:
         if not request.headers.get("content-type", "").startswith(("multipart/form-data",
                                                                   "application/x-www-form-urlencoded")):
             raise ApiError(415, "send the request as multipart/form-data (a video file, or a path)", "bad_request")
-        form = await request.form(max_files=1, max_fields=len(FIELDS), max_part_size=FORM_FIELD_BYTES)
+        try:
+            form = await request.form(max_files=1, max_fields=len(FIELDS), max_part_size=FORM_FIELD_BYTES)
+        except StarletteHTTPException as e:  # the parser's refusals: no boundary, a broken body, too many parts
+            raise ApiError(400, f"malformed form: {e.detail}", "bad_request") from None
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer
+            return None
         try:
             return await _classify_form(request, form)
         finally:
@@ -255,11 +266,11 @@ def create_app(service: InferenceService) -> FastAPI:
         except ConfigError as e:
             raise ApiError(400, str(e), "bad_request") from None
         if upload is not None:
-            name = Path(upload.filename or "upload").name[:120] or "upload"
+            name = _CONTROL.sub("?", Path(upload.filename or "upload").name[:120]) or "upload"
             source = None
         else:
             source = resolve_media_path(path_text, settings.media_root)
-            name = path_text[:200]
+            name = _CONTROL.sub("?", path_text[:200])
         try:
             ticket = scheduler.admit(point)
         except Overloaded as e:
@@ -271,10 +282,12 @@ def create_app(service: InferenceService) -> FastAPI:
                                                settings.max_upload_mb)
                 source = temp
             future = service.submit(ticket, source, topk, want_picture)
-        except BaseException:
+        except BaseException as e:
             scheduler.finish(ticket)
             if temp is not None:
                 temp.unlink(missing_ok=True)
+            if isinstance(e, Overloaded):  # shutting down
+                raise ApiError(503, str(e), "overloaded", {"Retry-After": str(e.retry_after_s)}) from None
             raise
         if temp is not None:
             future.add_done_callback(lambda _f, temp=temp: temp.unlink(missing_ok=True))
@@ -284,8 +297,7 @@ def create_app(service: InferenceService) -> FastAPI:
             if done:
                 break
             if await request.is_disconnected():
-                scheduler.cancel(ticket)
-                waiting.cancel()
+                scheduler.cancel(ticket)  # (its future is the service's to end: not cancelled here)
                 return None
         try:
             result = waiting.result()
@@ -295,8 +307,9 @@ def create_app(service: InferenceService) -> FastAPI:
             message = str(e).replace(str(source), name)
             raise ApiError(video_error_status(e), message, "not_video" if video_error_status(e) == 415
                            else "broken_video") from None
-        except FluxViTError as e:
-            raise ApiError(422, str(e).replace(str(source), name), "model") from None
+        except FluxViTError as e:  # (the server's own files are not the client's business)
+            checkpoint = str(getattr(service.model, "checkpoint_path", None) or "\0")
+            raise ApiError(422, str(e).replace(str(source), name).replace(checkpoint, "the model"), "model") from None
         answer = {"video": name, **result.to_dict(), **service.placement.to_dict(), "budget_mode": scheduler.mode}
         if result.tokens_png is not None:
             answer["tokens_png"] = "data:image/png;base64," + base64.b64encode(result.tokens_png).decode()

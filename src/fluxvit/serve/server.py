@@ -18,6 +18,7 @@ from fluxvit.serve.service import InferenceService
 from fluxvit.serve.settings import ServeSettings
 
 ENVIRONMENT = "FLUXVIT_SERVE_LAUNCH"
+CONNECTION_ALLOWANCE = 16  # connections beyond twice --max-concurrent (health checks, metrics scrapes)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,11 @@ def run(launch: Launch, host: str, port: int, workers: int = 1, shutdown_timeout
 
     from fluxvit.serve.app import create_app
 
-    common = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout_s, "access_log": False}
+    # connections beyond what the service admits (and a few for /health and /metrics) get uvicorn's 503
+    # at once: slow or idle clients cannot hold an unbounded number of sockets and uploads
+    connections = 2 * launch.settings.max_concurrent + CONNECTION_ALLOWANCE
+    common = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout_s, "access_log": False,
+              "limit_concurrency": connections}
     if workers == 1:
         uvicorn.run(create_app(build_service(launch)), **common)
         return

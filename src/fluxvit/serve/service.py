@@ -16,6 +16,7 @@ import io
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -26,12 +27,13 @@ from pathlib import Path
 
 import torch
 
-from fluxvit.errors import ConfigError, FluxViTError
+from fluxvit.errors import CheckpointError, ConfigError, FluxViTError
 from fluxvit.evaluate.runner import Views
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
 from fluxvit.serve.scheduler import BudgetScheduler, OperatingPoint, Overloaded, Ticket
 from fluxvit.serve.settings import ServeSettings
+from fluxvit.typecheck import show
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +76,12 @@ class _Job:
     decoded_at: float = 0.0
 
 
-def operating_points(model, placement: Placement, views: Views, max_budget: int | None,
-                     sample_video: str | os.PathLike, repeats: int = 5) -> list[OperatingPoint]:
-    """The grids and budgets this server may run, each with its end-to-end cost measured on
-    ``sample_video``: every grid and budget Token Optimization scored on its whole split (with
-    that top-1), else its stored choice per budget, else the model's default grid at 1/8 to all
-    of its tokens; none over ``max_budget``. The scheduler keeps those worth their cost."""
-    from fluxvit.evaluate.latency import budget_ladder, measure_end_to_end
+def candidate_points(model, max_budget: int | None) -> dict[Grid, float | None]:
+    """The grids and budgets a server of ``model`` may run, with Token Optimization's top-1 where
+    known: every grid and budget it scored on its whole split, else its stored choice per budget,
+    else the model's default grid at 1/8 to all of its tokens; none over ``max_budget``. The
+    checkpoint's records are untrusted: a malformed one is a :class:`CheckpointError`."""
+    from fluxvit.evaluate.latency import budget_ladder
     from fluxvit.evaluate.token_optimization import META_KEY, stored_grid, stored_scores
 
     meta = model.checkpoint_meta or {}
@@ -88,9 +89,18 @@ def operating_points(model, placement: Placement, views: Views, max_budget: int 
     record = meta.get(META_KEY)
     if isinstance(record, dict):
         for key, choice in record.items():
-            if str(key).isdigit() and isinstance(choice, dict):
-                top1 = choice.get("top1")
-                scored[stored_grid(meta, int(key))] = float(top1) if isinstance(top1, (int, float)) else None
+            if not (isinstance(key, str) and re.fullmatch(r"[1-9][0-9]{0,8}", key)) or not isinstance(choice, dict):
+                raise CheckpointError(f"the checkpoint's stored Token Optimization record has a malformed entry "
+                                      f"{show(key)}")
+            top1 = choice.get("top1")
+            if top1 is not None and (isinstance(top1, bool) or not isinstance(top1, (int, float))
+                                     or not 0 <= top1 <= 100):
+                raise CheckpointError(f"the checkpoint's stored Token Optimization record for {key} tokens has a "
+                                      f"top-1 of {show(top1)}, not a percentage")
+            grid = stored_grid(meta, int(key))
+            if grid is None:
+                raise CheckpointError(f"the checkpoint's stored Token Optimization record for {key} tokens has no grid")
+            scored[grid] = None if top1 is None else float(top1)
     if not scored:
         full = model.default_grid.num_patches(model.patch_size)
         scored = {model.default_grid.with_budget(b): None for b in budget_ladder(full, max(1, full // 8))}
@@ -103,6 +113,16 @@ def operating_points(model, placement: Placement, views: Views, max_budget: int 
     for grid in scored:
         grid.check_size(model.patch_size)
         grid.num_tokens(model.patch_size)
+    return scored
+
+
+def operating_points(model, placement: Placement, views: Views, max_budget: int | None,
+                     sample_video: str | os.PathLike, repeats: int = 5) -> list[OperatingPoint]:
+    """:func:`candidate_points`, each with its end-to-end cost measured on ``sample_video``
+    (the scheduler keeps those worth their cost)."""
+    from fluxvit.evaluate.latency import measure_end_to_end
+
+    scored = candidate_points(model, max_budget)
     # the fastest of the repeats: what each point costs without the machine's other work, which
     # would distort one point against another; the scheduler's calibration adds the real pace
     costs = measure_end_to_end(model, sample_video, list(scored), views, placement, repeats, statistic="min")
@@ -246,10 +266,13 @@ class InferenceService:
 
     def _end(self, job: _Job, outcome: Result | BaseException, measured_ms: float | None = None) -> None:
         self.scheduler.finish(job.ticket, measured_ms)
-        if isinstance(outcome, BaseException):
-            job.future.set_exception(outcome)
-        else:
-            job.future.set_result(outcome)
+        try:
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
+        except concurrent.futures.InvalidStateError:  # cancelled by its caller: nobody is waiting for it
+            pass
 
     # -- the model thread
     def _next_batch(self) -> list[_Job] | None:
@@ -280,8 +303,14 @@ class InferenceService:
             for j in batch:
                 if j.ticket.cancelled:
                     self._end(j, Cancelled("the client went away"))
-            if live:
-                self._forward(live)
+            try:
+                if live:
+                    self._forward(live)
+            except Exception as e:  # a bug must cost these requests, never the thread every request needs
+                log.exception("the model thread failed on a batch")
+                for j in live:
+                    if not j.future.done():
+                        self._end(j, e)
 
     def _forward(self, batch: list[_Job]) -> None:
         from fluxvit.evaluate.predict import classify_views
@@ -294,8 +323,11 @@ class InferenceService:
                                   max(j.topk for j in batch), self.settings.selector, self.placement,
                                   lambda i: str(batch[i].path))
         except (FluxViTError, RuntimeError) as e:  # non-finite outputs, out of memory: these requests' answer
-            for j in batch:
-                self._end(j, e)
+            if len(batch) > 1:  # each on its own, so that each error names its own video
+                for j in batch:
+                    self._forward([j])
+                return
+            self._end(batch[0], e)
             return
         forward_ms = 1e3 * (time.perf_counter() - start)
         if self.on_batch is not None:
