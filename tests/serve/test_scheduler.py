@@ -6,7 +6,7 @@ import pytest
 
 from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
-from fluxvit.serve.scheduler import BudgetScheduler, OperatingPoint, Overloaded, preference_order
+from fluxvit.serve.scheduler import TAIL_START, BudgetScheduler, OperatingPoint, Overloaded, preference_order
 
 
 class Clock:
@@ -25,8 +25,13 @@ SMALL, MID, FULL = point(2, 64, 10.0, 70.0), point(4, 128, 20.0, 75.0), point(8,
 
 
 def scheduler(mode: str = "adaptive", target: float = 100.0, cap: int = 64, points=(SMALL, MID, FULL)):
+    """A scheduler on a replayed clock, its tail factor at 1 (the predictions as computed; it
+    starts at TAIL_START, cautious, and learns: test_the_tail_factor_...)."""
     clock = Clock()
-    return BudgetScheduler(list(points), target, mode, cap, clock=clock), clock
+    s = BudgetScheduler(list(points), target, mode, cap, clock=clock)
+    assert s.tail == TAIL_START
+    s.tail = 1.0
+    return s, clock
 
 
 def test_frontier_drops_points_that_cost_more_for_no_more_accuracy():
@@ -179,3 +184,14 @@ def test_the_tail_factor_settles_where_one_answer_in_twenty_is_later_than_predic
     s2.tail = 1.44
     t = s2.admit()
     assert s2.start(t) == MID  # FULL: 40 x 1.44 = 58 > 50; MID: 20 x 1.44 = 29 fits
+
+
+def test_time_spent_before_admission_counts_against_the_target():
+    s, clock = scheduler(target=100.0)
+    busy = s.admit()
+    s.start(busy)  # 40 ms of FULL ahead
+    clock.ms = 50.0
+    with pytest.raises(Overloaded):  # the work ahead is done by now, but 95 ms spent + 10 at the cheapest is 105
+        s.admit(arrived_ms=-45.0)
+    t = s.admit(arrived_ms=40.0)
+    assert t.arrived_ms == 40.0 and s.start(t) == FULL  # 10 ms spent + 40 at FULL fits

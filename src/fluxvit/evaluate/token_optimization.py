@@ -32,7 +32,7 @@ from fluxvit.typecheck import in_range, show
 log = logging.getLogger(__name__)
 
 META_KEY = "token_optimization"
-# every grid and budget scored on the whole split: {tokens: {grid: top-1}} (what fluxvit serve trades among)
+# each budget's finalists scored on the whole split: {tokens: {grid: top-1}} (what fluxvit serve trades among)
 SCORES_KEY = "token_optimization_scores"
 
 
@@ -270,20 +270,19 @@ def choices_metadata(choices: dict[int, BudgetChoice], existing: dict | None = N
     return {META_KEY: record}
 
 
-def scores_metadata(scores: dict[Grid, Score], patch_size: int, existing: dict | None = None) -> dict:
-    """Merge the whole-split ``scores`` into a checkpoint's stored record of them, by budget (a
-    budget searched again replaces its grids)."""
+def scores_metadata(choices: dict[int, BudgetChoice], existing: dict | None = None) -> dict:
+    """Merge into a checkpoint's record the whole-split top-1 of each budget's finalists (the
+    candidates the search scored on the whole split, the default grid among them; not the plain
+    grids a report compares with), by budget (a budget searched again replaces its grids)."""
     stored = (existing or {}).get(SCORES_KEY)
     record = dict(stored) if isinstance(stored, dict) else {}
-    fresh: dict[str, dict[str, float]] = {}
-    for grid, score in scores.items():
-        tokens = grid.num_tokens(patch_size)
-        fresh.setdefault(str(tokens), {})[str(grid.with_budget(None))] = round(score.top1, 3)
-    return {SCORES_KEY: record | fresh}
+    for budget, choice in choices.items():
+        record[str(budget)] = {t["grid"]: t["top1"] for t in choice.trials if t["stage"] == "full"}
+    return {SCORES_KEY: record}
 
 
 def stored_scores(meta: dict | None, patch_size: int) -> dict[Grid, float]:
-    """The whole-split top-1 of every grid (with its budget) a checkpoint's Token Optimization
+    """The whole-split top-1 of each grid (with its budget) among the finalists a checkpoint's Token Optimization
     scored; empty when it stores none. Untrusted: a malformed record is a :class:`CheckpointError`."""
     record = (meta or {}).get(SCORES_KEY)
     if record is None:

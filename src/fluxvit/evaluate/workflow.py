@@ -113,7 +113,7 @@ def token_optimization_report(
             # merged with what the file holds when written: concurrent runs keep each other's budgets
             def changes(meta: dict) -> dict:
                 record = choices_metadata(choices, meta, placement.to_dict())
-                record |= scores_metadata(scores, model.patch_size, meta)
+                record |= scores_metadata(choices, meta)
                 if latency:
                     targets = dict(meta.get(LATENCY_KEY) or {})
                     targets[f"{latency_ms:g}"] = latency

@@ -211,8 +211,9 @@ def create_app(service: InferenceService) -> FastAPI:
     @app.post("/v1/classify")
     async def classify(request: Request):
         start = time.perf_counter()
+        arrived = scheduler.clock()  # the scheduler counts the upload and the form against the target
         try:
-            answer = await _classify(request)
+            answer = await _classify(request, arrived)
         except ApiError as e:
             count(e.status, e.kind)
             return _error_response(e)
@@ -229,7 +230,7 @@ def create_app(service: InferenceService) -> FastAPI:
         metrics.budget.observe(answer["tokens"])
         return answer
 
-    async def _classify(request: Request) -> dict | None:
+    async def _classify(request: Request, arrived: float) -> dict | None:
         if not request.headers.get("content-type", "").startswith(("multipart/form-data",
                                                                   "application/x-www-form-urlencoded")):
             raise ApiError(415, "send the request as multipart/form-data (a video file, or a path)", "bad_request")
@@ -240,11 +241,11 @@ def create_app(service: InferenceService) -> FastAPI:
         except ClientDisconnect:  # the client went away mid-upload: nobody to answer
             return None
         try:
-            return await _classify_form(request, form)
+            return await _classify_form(request, form, arrived)
         finally:
             await form.close()
 
-    async def _classify_form(request: Request, form) -> dict | None:
+    async def _classify_form(request: Request, form, arrived: float) -> dict | None:
         unknown = sorted(set(form.keys()) - set(FIELDS))
         if unknown:
             raise ApiError(400, f"unknown field {unknown[0][:40]!r}; fields are {', '.join(FIELDS)}", "bad_request")
@@ -272,7 +273,7 @@ def create_app(service: InferenceService) -> FastAPI:
             source = resolve_media_path(path_text, settings.media_root)
             name = _CONTROL.sub("?", path_text[:200])
         try:
-            ticket = scheduler.admit(point)
+            ticket = scheduler.admit(point, arrived_ms=arrived)
         except Overloaded as e:
             raise ApiError(503, str(e), "overloaded", {"Retry-After": str(e.retry_after_s)}) from None
         temp = None

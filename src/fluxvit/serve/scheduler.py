@@ -46,8 +46,9 @@ MODES = ("adaptive", "fixed")
 CALIBRATION_WEIGHT = 0.2  # the weight of the newest request in the running measured/predicted ratio
 CALIBRATION_RANGE = (0.25, 8.0)  # one odd request (a huge upload, a cold cache) moves it at most this far
 TAIL_QUANTILE = 0.95  # the share of requests whose latency the target is meant to bound (p95)
-TAIL_STEP = 0.1  # how fast the tail factor moves: up 9.5% on a request over its prediction, down 0.5% under
+TAIL_STEP = 0.2  # how fast the tail factor moves: up 19% on a request over its prediction, down 1% under
 TAIL_RANGE = (0.5, 8.0)
+TAIL_START = 1.5  # cautious until answers say otherwise (a first burst is predicted 1.5x dearer)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class BudgetScheduler:
         self.max_in_flight = max_in_flight
         self.clock = clock or (lambda: 1e3 * time.monotonic())
         self.calibration = 1.0
-        self.tail = 1.0  # the 95th percentile of measured over predicted latency (see finish)
+        self.tail = TAIL_START  # the 95th percentile of measured over predicted latency (see finish)
         self._last_finish_ms: float | None = None  # when the last started request ended
         self._busy_since_last = False  # whether requests were in flight when it did
         self._tickets: dict[int, Ticket] = {}  # admitted, not finished, in arrival order
@@ -169,11 +170,14 @@ class BudgetScheduler:
             return sum(t.started_ms is None for t in self._tickets.values())
 
     # -- the life of a request
-    def admit(self, requested: OperatingPoint | None = None) -> Ticket:
+    def admit(self, requested: OperatingPoint | None = None, arrived_ms: float | None = None) -> Ticket:
         """A ticket for a new request, or :class:`Overloaded` when the in-flight cap is reached or
-        (adaptive, no budget asked for) even the smallest budget would finish it too late."""
+        (adaptive, no budget asked for) even the smallest budget would finish it too late.
+        ``arrived_ms`` (on ``clock``): when the request reached the server, if before now (its
+        upload and form took time that counts against the target too)."""
         with self._lock:
             now = self.clock()
+            arrived = now if arrived_ms is None else min(arrived_ms, now)
             if len(self._tickets) >= self.max_in_flight:
                 raise Overloaded(f"{len(self._tickets)} requests in flight, the cap (--max-concurrent)",
                                  self._retry_after(self._work_ahead(now)))
@@ -181,13 +185,13 @@ class BudgetScheduler:
             if self.mode == "adaptive" and requested is None and self._tickets:
                 waiting = [t for t in self._tickets.values() if t.started_ms is None]
                 cheapest = self.cheapest
-                finish = self.tail * (self._finishes(now, waiting, cheapest)[-1]
+                finish = self.tail * (now - arrived + self._finishes(now, waiting, cheapest)[-1]
                                       + cheapest.cost_ms * self.calibration)
                 if finish > self.target_ms:
                     raise Overloaded(f"overloaded: this request would finish in {finish:.0f} ms even at the "
                                      f"cheapest budget ({cheapest.tokens} tokens at {cheapest.grid}), over the "
                                      f"{self.target_ms:g} ms target", self._retry_after(finish - self.target_ms))
-            ticket = Ticket(next(self._ids), now, requested)
+            ticket = Ticket(next(self._ids), arrived, requested)
             self._tickets[ticket.id] = ticket
             return ticket
 

@@ -78,7 +78,7 @@ class _Job:
 
 def candidate_points(model, max_budget: int | None) -> dict[Grid, float | None]:
     """The grids and budgets a server of ``model`` may run, with Token Optimization's top-1 where
-    known: every grid and budget it scored on its whole split, else its stored choice per budget,
+    known: each budget's finalists it scored on its whole split, else its stored choice per budget,
     else the model's default grid at 1/8 to all of its tokens; none over ``max_budget``. The
     checkpoint's records are untrusted: a malformed one is a :class:`CheckpointError`."""
     from fluxvit.evaluate.latency import budget_ladder
