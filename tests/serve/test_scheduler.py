@@ -195,3 +195,13 @@ def test_time_spent_before_admission_counts_against_the_target():
         s.admit(arrived_ms=-45.0)
     t = s.admit(arrived_ms=40.0)
     assert t.arrived_ms == 40.0 and s.start(t) == FULL  # 10 ms spent + 40 at FULL fits
+
+
+def test_a_fixed_server_spends_the_full_budget_even_where_fewer_tokens_were_more_accurate():
+    worse_full = point(8, 1024, 80.0, 77.0)  # the most tokens, less accurate than FULL (as the demo's 512 vs 256)
+    s, _ = scheduler("fixed", points=(SMALL, MID, FULL, worse_full))
+    t = s.admit()
+    assert s.start(t) == worse_full
+    a, _ = scheduler("adaptive", target=1000.0, points=(SMALL, MID, FULL, worse_full))
+    assert worse_full not in a.points and a.start(a.admit()) == FULL  # off the frontier: adaptive never picks it
+    assert a.point_for(1024) == worse_full and a.budgets == [64, 128, 512, 1024]  # a client may still ask for it

@@ -191,9 +191,10 @@ def create_app(service: InferenceService) -> FastAPI:
         return {
             "model": (model.checkpoint_meta or {}).get("model"),
             "classes": list(model.class_names or []),
-            "budgets": [p.tokens for p in scheduler.points],
+            "budgets": scheduler.budgets,
             "heads": [int(b) for b in heads.tolist()] if heads is not None else None,
-            "operating_points": [p.to_dict() for p in scheduler.points],
+            # every point measured; "frontier": among those adaptive chooses (the others: asked for, or fixed's)
+            "operating_points": [p.to_dict() | {"frontier": p in scheduler.points} for p in scheduler.all_points],
             "token_optimization": choices if isinstance(choices, dict) else None,
             "latency_ms": scheduler.target_ms, "budget_mode": scheduler.mode, "views": settings.views,
             "max_upload_mb": settings.max_upload_mb, "max_topk": settings.max_topk,

@@ -11,8 +11,9 @@ counting the work already started ahead of them; so an idle server spends the fu
 busy one cuts each request to fewer tokens (and a cheaper grid) until the queue drains. A request
 that cannot finish in time even at the cheapest point is refused at the door
 (:class:`Overloaded`, HTTP 503 with Retry-After) instead of waiting forever. ``mode="fixed"``
-serves every request at the best point and sheds nothing but the in-flight cap: a plain server,
-for comparison.
+serves every request at the full budget (the most tokens) and sheds nothing but the in-flight
+cap: a plain server, for comparison. A client that asks for a budget gets it, on the frontier or
+not.
 
 The prediction counts the work one request after the other; decoding and the model overlap in
 the service and requests share forwards, so ``calibration`` follows the server's real pace: an
@@ -126,8 +127,12 @@ class BudgetScheduler:
             raise ConfigError(f"unknown budget mode {mode!r}; use {' or '.join(MODES)}")
         if not (isinstance(target_ms, (int, float)) and math.isfinite(target_ms) and target_ms > 0):
             raise ConfigError(f"latency target must be a positive number of ms, got {target_ms!r}")
-        self.points = preference_order(points)  # the least wanted first
-        self.cheapest = min(self.points, key=lambda p: p.cost_ms)
+        self.points = preference_order(points)  # what adaptive chooses among, the least wanted first
+        self.all_points = sorted(points, key=lambda p: (p.tokens, p.cost_ms))  # what a client may ask for
+        self.cheapest = min(self.all_points, key=lambda p: p.cost_ms)
+        # a plain server's point: the full budget (the most tokens; of those, the most accurate grid)
+        self.full = max(self.all_points, key=lambda p: (p.tokens, -1 if p.accuracy is None else p.accuracy,
+                                                         -p.cost_ms))
         self.target_ms = float(target_ms)
         self.mode = mode
         self.max_in_flight = max_in_flight
@@ -143,18 +148,17 @@ class BudgetScheduler:
     # -- what the service asks
     @property
     def best(self) -> OperatingPoint:
-        """The point an idle server runs (and a fixed one always): the most accurate, else the
-        largest budget."""
+        """The point an idle adaptive server runs: the most accurate, else the largest budget."""
         return self.points[-1]
 
     @property
     def budgets(self) -> list[int]:
-        return sorted({p.tokens for p in self.points})
+        return sorted({p.tokens for p in self.all_points})
 
     def point_for(self, budget: int) -> OperatingPoint:
         """The operating point of a budget a client asked for (the most accurate of its grids); a
         budget the server does not run is a :class:`ConfigError` listing those it does."""
-        for p in reversed(self.points):
+        for p in sorted(self.all_points, key=lambda p: -1 if p.accuracy is None else p.accuracy, reverse=True):
             if p.tokens == budget:
                 return p
         raise ConfigError(f"budget {budget} is not served here; choose one of "
@@ -204,7 +208,7 @@ class BudgetScheduler:
             if ticket.requested is not None:
                 ticket.point = ticket.requested
             elif self.mode == "fixed":
-                ticket.point = self.best
+                ticket.point = self.full
             else:
                 ticket.point = self._choose(ticket, now)
             ticket.predicted_ms = now - ticket.arrived_ms + ahead + ticket.point.cost_ms * self.calibration

@@ -192,8 +192,8 @@ class InferenceService:
         self.on_batch = None  # called with (point, batch size) after each forward (the service's metrics)
         self._model_thread = threading.Thread(target=self._run_model, name="fluxvit-model", daemon=True)
         self._model_thread.start()
-        log.info("serving %d of %d operating points (grid@tokens, end-to-end ms, top-1): %s",
-                 len(self.scheduler.points), len(points), ", ".join(
+        log.info("serving %d operating points; adaptive chooses among %d (grid@tokens, end-to-end ms, top-1): %s",
+                 len(points), len(self.scheduler.points), ", ".join(
                      f"{p.grid} {p.cost_ms:.0f} ms{f' {p.accuracy:.1f}%' if p.accuracy is not None else ''}"
                      for p in self.scheduler.points))
 
