@@ -120,7 +120,8 @@ class BudgetScheduler:
     finishes."""
 
     def __init__(self, points: Sequence[OperatingPoint], target_ms: float, mode: str = "adaptive",
-                 max_in_flight: int = 64, clock: Callable[[], float] | None = None) -> None:
+                 max_in_flight: int = 64, clock: Callable[[], float] | None = None,
+                 full: OperatingPoint | None = None) -> None:
         if not points:
             raise ConfigError("the scheduler needs at least one operating point (grid and budget)")
         if mode not in MODES:
@@ -130,9 +131,12 @@ class BudgetScheduler:
         self.points = preference_order(points)  # what adaptive chooses among, the least wanted first
         self.all_points = sorted(points, key=lambda p: (p.tokens, p.cost_ms))  # what a client may ask for
         self.cheapest = min(self.all_points, key=lambda p: p.cost_ms)
-        # a plain server's point: the full budget (the most tokens; of those, the most accurate grid)
-        self.full = max(self.all_points, key=lambda p: (p.tokens, -1 if p.accuracy is None else p.accuracy,
-                                                         -p.cost_ms))
+        # a plain server's point: ``full`` (the service gives the grid predict samples at the largest
+        # budget), else the most tokens and, of those, the most accurate grid
+        if full is not None and full not in self.all_points:
+            raise ConfigError(f"the full-budget point {full.grid} is not among the operating points")
+        self.full = full or max(self.all_points, key=lambda p: (p.tokens, -1 if p.accuracy is None else p.accuracy,
+                                                                 -p.cost_ms))
         self.target_ms = float(target_ms)
         self.mode = mode
         self.max_in_flight = max_in_flight

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from fluxvit.errors import CheckpointError, ConfigError, FluxViTError
-from fluxvit.evaluate.runner import Views
+from fluxvit.evaluate.runner import Views, sampling_grid
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
 from fluxvit.serve.scheduler import BudgetScheduler, OperatingPoint, Overloaded, Ticket
@@ -174,8 +174,11 @@ class InferenceService:
         except BaseException:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
             raise
+        largest = max(p.tokens for p in points)
+        full_grid = sampling_grid(model, largest)  # what predict --budget LARGEST samples: a plain server's point
+        full = next((p for p in points if p.grid == full_grid), None)
         self.scheduler = BudgetScheduler(points, settings.latency_ms, settings.budget_mode,
-                                         settings.max_concurrent)
+                                         settings.max_concurrent, full=full)
         cheapest = self.scheduler.cheapest
         if cheapest.cost_ms > settings.latency_ms:
             log.warning("the cheapest point (%s) takes %.0f ms end to end here, over the %g ms target: an idle "
