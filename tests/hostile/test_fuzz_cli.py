@@ -34,7 +34,7 @@ from fluxvit.cli import main
 from .conftest import CLASSES
 from .media import clip
 
-SETTINGS = settings(max_examples=200, derandomize=True, deadline=None, database=None,
+SETTINGS = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 SMALL_CAPS = {"GRID_TOKENS": 256, "VIEWS": 4, "BATCH_SIZE": 8, "WORKERS": 1, "NUM_CLASSES": 1000,
               "SYNTH_CLIPS": 4, "CLIP_PIXELS": 2**16}
