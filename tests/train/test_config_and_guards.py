@@ -139,6 +139,39 @@ def test_layer_decay_groups_and_schedule():
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11]))
 
 
+def _release_layer(key: str, depth: int) -> int:
+    """The release's rule (optim_factory.get_num_layer_for_vit, num_max_layer = depth + 2) on
+    one of its parameter names, written out from its text."""
+    if key in ("cls_token", "mask_token", "pos_embed") or key.startswith("patch_embed"):
+        return 0
+    if key.startswith("blocks"):
+        return int(key.split(".")[1]) + 1
+    return depth + 1
+
+
+def test_layer_ids_match_the_releases_rule_for_every_parameter_of_s_and_b():
+    """Every tensor of the release's FluxViT-S (B has the same names: 12 blocks, the same heads),
+    through our conversion's renaming: the same layer as the release gives it. Its positional
+    projection (gpe_proj) matches none of the release's rules and trains at the top layer's lr."""
+    from fluxvit.models.release import _our_name
+    from tests.models.official_format import DEPTH, official_shapes
+
+    keys = [k for k, _ in official_shapes()]
+    assert "gpe_proj.depthwise_conv.weight" in keys
+    for key in keys:
+        ours = ["pos_embed.table", "pos_embed.cls"] if key == "pos_embed" else [_our_name(key)]
+        for name in ours:
+            assert layer_id(name, DEPTH) == _release_layer(key, DEPTH), (key, name)
+    assert layer_id("pos_embed.proj.weight", DEPTH) == DEPTH + 1
+    converted = {n for k in keys for n in (["pos_embed.table", "pos_embed.cls"] if k == "pos_embed"
+                                           else [_our_name(k)])}
+    import fluxvit
+
+    for model_name in ("fluxvit_small_patch14", "fluxvit_base_patch14"):  # none of our names escapes the check
+        names = {n for n, _ in fluxvit.create_model(model_name, num_classes=4).named_parameters()}
+        assert names <= converted, sorted(names - converted)[:5]
+
+
 def test_mixup_and_cutmix_give_normalised_soft_targets():
     video = torch.randn(4, 3, 2, 28, 28)
     target = torch.tensor([0, 1, 2, 3])

@@ -1,8 +1,9 @@
 """AdamW with layer-wise learning-rate decay and no-weight-decay groups; cosine schedule.
 
 Layer ids follow the release's ``get_num_layer_for_vit``: the embeddings (patch embedding,
-positional table, class token) are layer 0, block i is layer i + 1, everything above the
-blocks (projectors, norms, heads, alignment and distillation projections) is layer depth + 1.
+positional table, class token) are layer 0, block i is layer i + 1, everything else (the
+positional table's projection, projectors, norms, heads, alignment and distillation
+projections) is layer depth + 1.
 A parameter in layer l gets ``lr * layer_decay ** (depth + 1 - l)``. 1-D parameters (norm
 weights, biases, LayerScale) and the model's ``no_weight_decay()`` names get no weight decay.
 """
@@ -18,8 +19,12 @@ from fluxvit.typecheck import in_range
 
 
 def layer_id(name: str, depth: int) -> int:
-    """Layer of parameter ``name`` (as named inside the model) for a model of ``depth`` blocks."""
-    if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+    """Layer of parameter ``name`` (as named inside the model) for a model of ``depth`` blocks.
+
+    The positional table and its class entry are the release's ``pos_embed`` (layer 0); the
+    table's depth-wise projection, ``pos_embed.proj``, is the release's ``gpe_proj``, which matches
+    none of its rules and so trains in the top layer, at the full learning rate."""
+    if name.startswith(("cls_token", "patch_embed")) or name in ("pos_embed.table", "pos_embed.cls"):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
