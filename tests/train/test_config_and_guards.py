@@ -59,7 +59,8 @@ def test_each_objective_states_its_budgets_once():
     assert eval_setup(cfg, model) == (model.default_grid, [256, 128, 64])
     assert tokens_per_clip(cfg, model, model.default_grid) == 256 + 128 + 64
     flux = load_config(None, ["objective.name=flux"])
-    assert eval_setup(flux, model)[1] == [256] and tokens_per_clip(flux, model, model.default_grid) == 256
+    # single-budget flux: the middle head's budget, as the release's single engine
+    assert eval_setup(flux, model)[1] == [128] and tokens_per_clip(flux, model, model.default_grid) == 128
     fixed = load_config(None, ["objective.name=fixed", "flux.fixed=8x112"])
     assert eval_setup(fixed, model)[1] == [None] and tokens_per_clip(fixed, model, model.default_grid) == 512
     with pytest.raises(ConfigError, match="objective.budget is not used by flux_multi"):
@@ -170,6 +171,20 @@ def test_layer_ids_match_the_releases_rule_for_every_parameter_of_s_and_b():
     for model_name in ("fluxvit_small_patch14", "fluxvit_base_patch14"):  # none of our names escapes the check
         names = {n for n, _ in fluxvit.create_model(model_name, num_classes=4).named_parameters()}
         assert names <= converted, sorted(names - converted)[:5]
+
+
+def test_single_budget_flux_defaults_to_the_releases_middle_head():
+    """The release's single-budget engine trains S/B at 2048 tokens through head 1 (its
+    k400_single recipe: MAX_TOKEN_COUNT=2048, OUTPUT_HEAD=1), not at head 0's 3072."""
+    import fluxvit
+    from fluxvit.train.config import ObjectiveConfig
+    from fluxvit.train.objectives import SingleBudgetFlux
+
+    assert SingleBudgetFlux.budgets(ObjectiveConfig(name="flux"), (3072, 2048, 1024)) == [2048]
+    assert SingleBudgetFlux.budgets(ObjectiveConfig(name="flux", budget=3072), (3072, 2048, 1024)) == [3072]
+    model = fluxvit.create_model("fluxvit_small_patch14", num_classes=4)
+    assert model.head_for(2048) == 1
+    assert SingleBudgetFlux.budgets(ObjectiveConfig(name="flux"), (256, 128, 64)) == [128]  # nano: its middle too
 
 
 def test_mixup_and_cutmix_give_normalised_soft_targets():

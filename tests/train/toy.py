@@ -53,7 +53,7 @@ def toy_config(out_dir, name: str = "flux", steps: int = 100, **sections) -> dic
         "data": {"batch_size": 8},
         "flux": {"fixed": "8x56"} if name == "fixed" else
         {"frames": [4, 8, 2], "sizes": [42, 70, 14], "min_tokens": 64, "max_tokens": 160},
-        "objective": {"name": name},
+        "objective": {"name": name, **({"budget": 64} if name == "flux" else {})},  # the toy's largest head
         "eval": {"grid": "8x56"},
         "model": {"head_budgets": [64, 48, 32]},
         "optim": {"lr": 1e-3, "warmup_steps": 5, "label_smoothing": 0.0, "layer_decay": 1.0},

@@ -122,7 +122,7 @@ class ObjectiveConfig:
     token and pooled-feature alignment to a frozen teacher."""
 
     name: str = "flux_multi"
-    # fixed/flux/distill: tokens kept (default: fixed keeps all, the others head 0's)
+    # fixed/flux/distill: tokens kept (default: fixed keeps all, flux the middle head's, distill head 0's)
     budget: int | None = field(default=None, metadata=_meta(1, cap=limits.GRID_TOKENS))
     head: int | None = field(default=None, metadata=bounds(lo=0))  # fixed/flux: head trained (default: nearest)
     align_weight: float = field(default=1.0, metadata=_WEIGHT)  # flux_multi: weight of the alignment loss

@@ -100,12 +100,14 @@ class Supervised(Objective):
 
 
 class SingleBudgetFlux(Supervised):
-    """Config ``flux``: cross-entropy on Flux grids at one budget (default: head 0's) through one
-    head (default: the head whose budget is nearest, fixed for the run)."""
+    """Config ``flux``: cross-entropy on Flux grids at one budget through one head (default: the
+    head whose budget is nearest, fixed for the run). The default budget is the release's single
+    engine's: its middle head's (2048 of S/B's 3072/2048/1024, through head 1; its k400_single
+    recipe), not the largest."""
 
     @classmethod
     def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
-        return [cfg.budget if cfg.budget is not None else head_budgets[0]]
+        return [cfg.budget if cfg.budget is not None else head_budgets[len(head_budgets) // 2]]
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, model: FluxViT) -> SingleBudgetFlux:
