@@ -279,3 +279,16 @@ def test_a_broken_sample_video_with_two_workers_is_one_line_and_exit_2(serve_ckp
     text = "".join(output)
     assert code == 2, f"exit {code}; {text.count('Traceback')} tracebacks"
     assert "Traceback" not in text and "not a readable video" in text
+
+
+def test_a_request_after_the_decoders_shut_down_gets_503(serve_ckpt, serve_clip):
+    """close() shuts the decoders down before it marks the service closing (the model thread
+    must drain what they decode): a request in between is refused, not a 500."""
+    from fluxvit.serve.scheduler import Overloaded
+
+    with service(serve_ckpt) as svc:
+        svc._decoders.shutdown(wait=True)
+        ticket = svc.scheduler.admit()
+        with pytest.raises(Overloaded, match="shutting down"):
+            svc.submit(ticket, serve_clip)
+        assert svc.scheduler.in_flight() == 0

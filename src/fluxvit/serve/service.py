@@ -207,10 +207,14 @@ class InferenceService:
         :class:`Result` or the error that stopped it."""
         job = _Job(ticket, Path(path), topk, tokens_picture)
         with self._cond:
-            if self._closing:
-                self.scheduler.finish(ticket)
-                raise Overloaded("the server is shutting down", 1)
-        self._decoders.submit(self._decode, job)
+            closing = self._closing
+        try:
+            if closing:
+                raise RuntimeError("closing")
+            self._decoders.submit(self._decode, job)
+        except RuntimeError:  # closing, or the decoders already shut down by close()
+            self.scheduler.finish(ticket)
+            raise Overloaded("the server is shutting down", 1) from None
         return job.future
 
     def close(self) -> None:
