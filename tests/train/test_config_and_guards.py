@@ -276,3 +276,14 @@ def test_decoded_frame_cache_gives_the_same_clips(tmp_path):
                            plain_val.clip(i, Grid(8, 56), None, train=False)[0])
     with pytest.raises(ConfigError, match="config key 'data.cache_gb' must be at least 0, got -1.0"):
         load_config(None, ["data.cache_gb=-1"])
+
+
+def test_grid_per_is_a_choice_and_the_k400_recipes_draw_a_grid_per_rank_batch():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("k400_fluxvit_small_flux_multi.yaml", "k400_fluxvit_base_flux_multi.yaml"):
+        assert load_config(root / "configs" / name).flux.grid_per == "rank_batch"
+    assert load_config(None).flux.grid_per == "step"
+    with pytest.raises(ConfigError, match="flux.grid_per 'epoch' is not one of step, rank_batch"):
+        load_config(None, ["flux.grid_per=epoch"])

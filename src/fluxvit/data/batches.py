@@ -2,8 +2,11 @@
 
 This is the one batch planner (and :func:`seeded` the one seed function) of the project. The
 plan is a pure function of (seed, micro-step, rank): the grid of micro-step m is drawn from a
-generator seeded by (seed, m), so every rank uses the same grid (one grid per batch: every clip
-of a step has the same token count, so batches stay rectangular); the samples are the m-th slice
+generator seeded by (seed, m), so every rank uses the same grid (``grid_per="step"``), or by
+(seed, m, rank), so each rank draws its own and one optimiser step mixes as many grids as there
+are ranks (``grid_per="rank_batch"``: the release's behaviour, a grid per local batch seeded by
+seed + rank). Either way every clip of a batch has the same token count, so batches stay
+rectangular. The samples are the m-th slice
 of a stream of per-epoch permutations seeded by (seed, epoch), and rank r takes its own
 contiguous part of the global batch, so ranks read disjoint samples. Resuming therefore needs
 only the micro-step, and the same global batch gives the same samples on any number of ranks.
@@ -22,8 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from fluxvit.data.sources import ClipSource
-from fluxvit.errors import VideoError
-from fluxvit.flux.grid import Grid
+from fluxvit.errors import ConfigError, VideoError
+from fluxvit.flux.grid import GRID_PER, Grid
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,19 @@ class BatchPlan:
     seed: int = 0
     rank: int = 0
     world: int = 1
+    grid_per: str = "step"
+
+    def __post_init__(self) -> None:
+        if self.grid_per not in GRID_PER:
+            raise ConfigError(f"flux.grid_per {self.grid_per!r} is not one of {', '.join(GRID_PER)}")
 
     def grid(self, micro_step: int) -> Grid:
-        """The grid of ``micro_step`` (identical on every rank)."""
+        """The grid of ``micro_step`` on this rank (the same on every rank unless ``grid_per`` is
+        ``rank_batch``)."""
         if len(self.grids) == 1:
             return self.grids[0]
-        g = seeded(self.seed, 1, micro_step)
+        g = seeded(self.seed, 1, micro_step) if self.grid_per == "step" else seeded(self.seed, 1, micro_step,
+                                                                                     self.rank)
         return self.grids[int(torch.randint(len(self.grids), (), generator=g))]
 
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -87,8 +97,11 @@ class BatchPlan:
         return seeded(self.seed, 3, micro_step, self.rank * self.batch_size + slot)
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "num_samples": self.num_samples, "global_batch": self.batch_size * self.world,
-                "grids": [str(g) for g in self.grids]}
+        state = {"seed": self.seed, "num_samples": self.num_samples, "global_batch": self.batch_size * self.world,
+                 "grids": [str(g) for g in self.grids]}
+        if self.grid_per != "step":  # (a run of the default plan resumes from a checkpoint made before this key)
+            state |= {"grid_per": self.grid_per, "world": self.world}
+        return state
 
 
 @dataclass

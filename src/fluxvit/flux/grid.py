@@ -105,6 +105,11 @@ class Grid:
         return Grid(self.frames, self.height, self.width, budget)
 
 
+# How a multi-rank run draws its grids (flux.grid_per): one per optimiser step, the same on every
+# rank; or one per rank's local batch, so a step mixes as many grids as there are ranks (the release)
+GRID_PER = ("step", "rank_batch")
+
+
 @dataclass(frozen=True)
 class FluxGrid:
     """The family of grids Flux samples from.

@@ -25,7 +25,7 @@ from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
 from fluxvit.files import read_text
-from fluxvit.flux.grid import FluxGrid, Grid
+from fluxvit.flux.grid import GRID_PER, FluxGrid, Grid
 from fluxvit.typecheck import bounds, coerce, in_range, show
 
 PRECISIONS = ("fp32", "bf16")
@@ -105,6 +105,8 @@ class FluxConfig:
     min_tokens: int = field(default=_FLUX.min_tokens, metadata=_POSITIVE)
     max_tokens: int = field(default=_FLUX.max_tokens, metadata=_POSITIVE)
     fixed: str | None = None
+    # step: one grid per optimiser step on every rank; rank_batch: each rank draws its own (the release)
+    grid_per: str = "step"
 
     def grids(self, patch_size: int) -> tuple[Grid, ...]:
         """The grids a student of ``patch_size`` is trained on (checked)."""
@@ -375,6 +377,7 @@ def validate(cfg: TrainConfig) -> None:
     obj = cfg.objective
     _check_choice("objective.name", obj.name, OBJECTIVES)
     _check_choice("precision", cfg.precision, PRECISIONS)
+    _check_choice("flux.grid_per", cfg.flux.grid_per, GRID_PER)
     _check_choice("data.source", cfg.data.source, DATA_SOURCES)
     if not _DEVICE_RE.match(cfg.device.strip().lower()):
         raise ConfigError(f"device {cfg.device!r} is not one of {DEVICES}")

@@ -241,7 +241,7 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
     accum = cfg.optim.accum_steps
     plan = BatchPlan(len(train_data), cfg.data.batch_size, cfg.flux.grids(model.patch_size), cfg.seed, info.rank,
-                     info.world)
+                     info.world, cfg.flux.grid_per)
 
     start, counters, history = 0, {"skipped_steps": 0, "broken_clips": 0}, []
     resumed = _resume_state(resume, ckpt_dir)
