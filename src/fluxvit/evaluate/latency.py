@@ -55,7 +55,7 @@ def measure_latency(
     device = placement.device
     path = cache_dir() / "latency.json"
     key = (f"{device_key(device)}|{dtype_name(placement.dtype)}|{_model_key(model)}|"
-           f"{grid.frames}x{grid.height}x{grid.width}")
+           f"{grid.shape}")
     cache = {}
     if use_cache and path.is_file():
         try:

@@ -87,7 +87,7 @@ def predict_video(
     model.to(placement.device).eval()
     probs = _probabilities(model, video, budget if grid.budget else None, selector, placement, lambda _i: str(path))
     top = _top(probs.mean(0), topk, model.class_names)
-    return Prediction(str(path), top, f"{grid.frames}x{grid.height}x{grid.width}", budget, placement)
+    return Prediction(str(path), top, grid.shape, budget, placement)
 
 
 def show_tokens(
@@ -189,7 +189,6 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
                         prefetch_factor=2 if workers else None)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
     tokens = budget or grid.num_patches(model.patch_size)
-    shape = f"{grid.frames}x{grid.height}x{grid.width}"
     model.to(placement.device).eval()
     for batch in loader:
         ready: dict[int, Prediction | PredictionError] = {
@@ -199,7 +198,7 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
             tops = classify_views(model, batch.video.flatten(0, 1), batch.video.shape[1], budget, topk, selector,
                                   placement, lambda row, inputs=inputs: str(paths[inputs[row]]))
             for i, top in zip(inputs, tops):
-                ready[i] = Prediction(str(paths[i]), top, shape, tokens, placement)
+                ready[i] = Prediction(str(paths[i]), top, grid.shape, tokens, placement)
         yield from (ready[i] for i in sorted(ready))
 
 
@@ -284,7 +283,6 @@ def _predict_windows(model, sources, grid: Grid, window: float, stride: float, v
                      batch_size: int, selector: str, placement: Placement, live: bool, stream_format: str | None,
                      stop: threading.Event | None, budget: int | None, tokens: int
                      ) -> Iterator[WindowPrediction | PredictionError]:
-    shape = f"{grid.frames}x{grid.height}x{grid.width}"
     per_window = views.clips * views.crops
     model.to(placement.device).eval()
     for batch in window_batches(sources, grid, window, stride, views, batch_size, live, stream_format, stop):
@@ -295,7 +293,7 @@ def _predict_windows(model, sources, grid: Grid, window: float, stride: float, v
         where = lambda i, name=name, chunk=chunk: f"{name} at {chunk[i // per_window].start:.2f} s"  # noqa: E731
         probs = _probabilities(model, batch.video, budget, selector, placement, where)
         for w, p in zip(chunk, probs.unflatten(0, (len(chunk), per_window)).mean(1)):
-            yield WindowPrediction(name, _top(p, topk, model.class_names), shape, tokens, placement,
+            yield WindowPrediction(name, _top(p, topk, model.class_names), grid.shape, tokens, placement,
                                    start=w.start, end=w.end)
 
 

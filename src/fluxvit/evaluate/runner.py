@@ -273,7 +273,7 @@ def evaluate(
     flops = model.estimate_flops(grid)
     return EvalResult(
         **acc.result(per_class=per_class, per_video=per_video, per_video_top=per_video_top),
-        grid=f"{grid.frames}x{grid.height}x{grid.width}", budget=budget or grid.num_patches(model.patch_size),
+        grid=grid.shape, budget=budget or grid.num_patches(model.patch_size),
         views_per_video=str(views), gflops=flops.paper / 1e9, gflops_total=flops.total / 1e9,
         ms_per_view=1e3 * stats.seconds / max(stats.views, 1), broken=len(stats.broken),
         broken_videos=stats.broken, **placement.to_dict(),

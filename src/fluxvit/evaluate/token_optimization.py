@@ -154,7 +154,7 @@ class BudgetChoice:
         return f"kept default: {gain}" if self.kept_reference else f"switched: {gain}"
 
     def to_dict(self) -> dict:
-        return {"grid": f"{self.best.frames}x{self.best.height}x{self.best.width}",
+        return {"grid": self.best.shape,
                 "top1": round(self.accuracy, 3), "decision": self.decision(), "trials": self.trials}
 
 

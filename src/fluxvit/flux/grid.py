@@ -61,6 +61,11 @@ class Grid:
         size = f"{self.height}" if self.height == self.width else f"{self.height}x{self.width}"
         return f"{self.frames}x{size}" + (f"@{self.budget}" if self.budget else "")
 
+    @property
+    def shape(self) -> str:
+        """``TxHxW``, every side written out: how reports, JSON and stored choices name a grid."""
+        return f"{self.frames}x{self.height}x{self.width}"
+
     def check_patch(self, patch_size: int) -> None:
         """Raise :class:`ConfigError` unless H and W are multiples of ``patch_size``."""
         for name in ("height", "width"):

@@ -72,7 +72,7 @@ class OperatingPoint:
         return self.decode_ms + self.forward_ms
 
     def to_dict(self) -> dict:
-        return {"grid": f"{self.grid.frames}x{self.grid.height}x{self.grid.width}", "tokens": self.tokens,
+        return {"grid": self.grid.shape, "tokens": self.tokens,
                 "decode_ms": round(self.decode_ms, 2), "forward_ms": round(self.forward_ms, 2),
                 "total_ms": round(self.cost_ms, 2), "top1": self.accuracy}
 

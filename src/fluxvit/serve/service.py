@@ -52,9 +52,8 @@ class Result:
     tokens_png: bytes | None = None
 
     def to_dict(self) -> dict:
-        g = self.point.grid
         return {"top": [{"label": name, "prob": round(p, 5)} for name, p in self.top],
-                "grid": f"{g.frames}x{g.height}x{g.width}", "tokens": self.point.tokens, "batch": self.batch,
+                "grid": self.point.grid.shape, "tokens": self.point.tokens, "batch": self.batch,
                 "timing_ms": {"queue": round(self.queue_ms, 2), "decode": round(self.decode_ms, 2),
                               "forward": round(self.forward_ms, 2)}}
 
