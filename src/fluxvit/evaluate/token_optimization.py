@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -281,6 +282,35 @@ def scores_metadata(choices: dict[int, BudgetChoice], existing: dict | None = No
     return {SCORES_KEY: record}
 
 
+def _percentage(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:  # NaN too
+        raise ConfigError(f"top-1 {show(value)} is not a percentage")
+    return float(value)
+
+
+def stored_choices(meta: dict | None) -> dict[Grid, float | None]:
+    """Every budget's stored choice: its grid (with the budget) and the top-1 it measured, if
+    recorded; empty when the checkpoint stores none. Untrusted: a malformed record (a budget that
+    is not a plain positive integer, no grid, a top-1 that is not a percentage) is a
+    :class:`CheckpointError`."""
+    record = (meta or {}).get(META_KEY)
+    if not isinstance(record, dict):
+        return {}
+    out = {}
+    for key, choice in record.items():
+        if not (isinstance(key, str) and re.fullmatch(r"[1-9][0-9]{0,8}", key)) or not choice:
+            raise CheckpointError(f"the checkpoint's stored Token Optimization record has a malformed entry "
+                                  f"{show(key)}")
+        grid = stored_grid(meta, int(key))
+        try:
+            top1 = choice.get("top1")
+            out[grid] = None if top1 is None else _percentage(top1)
+        except (AttributeError, ConfigError) as e:
+            raise CheckpointError(f"the checkpoint's stored Token Optimization record for {key} tokens is "
+                                  f"malformed ({e})") from None
+    return out
+
+
 def stored_scores(meta: dict | None, patch_size: int) -> dict[Grid, float]:
     """The whole-split top-1 of each grid (with its budget) among the finalists a checkpoint's Token Optimization
     scored; empty when it stores none. Untrusted: a malformed record is a :class:`CheckpointError`."""
@@ -291,11 +321,10 @@ def stored_scores(meta: dict | None, patch_size: int) -> dict[Grid, float]:
     try:
         for tokens, grids in record.items():
             for text, top1 in grids.items():
-                if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 100:
-                    raise ConfigError(f"top-1 {show(top1)} is not a percentage")
+                value = _percentage(top1)
                 grid = Grid.parse(text, budget=int(tokens))
                 grid.num_tokens(patch_size)
-                out[grid] = float(top1)
+                out[grid] = value
     except (AttributeError, TypeError, ValueError) as e:
         raise CheckpointError(f"the checkpoint's stored Token Optimization scores are malformed ({e})") from None
     return out

@@ -16,7 +16,6 @@ import io
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -27,13 +26,12 @@ from pathlib import Path
 
 import torch
 
-from fluxvit.errors import CheckpointError, ConfigError, FluxViTError
+from fluxvit.errors import ConfigError, FluxViTError
 from fluxvit.evaluate.runner import Views, sampling_grid
 from fluxvit.flux.grid import Grid
 from fluxvit.placement import Placement
 from fluxvit.serve.scheduler import BudgetScheduler, OperatingPoint, Overloaded, Ticket
 from fluxvit.serve.settings import ServeSettings
-from fluxvit.typecheck import show
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +79,10 @@ def candidate_points(model, max_budget: int | None) -> dict[Grid, float | None]:
     else the model's default grid at 1/8 to all of its tokens; none over ``max_budget``. The
     checkpoint's records are untrusted: a malformed one is a :class:`CheckpointError`."""
     from fluxvit.evaluate.latency import budget_ladder
-    from fluxvit.evaluate.token_optimization import META_KEY, stored_grid, stored_scores
+    from fluxvit.evaluate.token_optimization import stored_choices, stored_scores
 
     meta = model.checkpoint_meta or {}
-    scored: dict[Grid, float | None] = dict(stored_scores(meta, model.patch_size))
-    record = meta.get(META_KEY)
-    if isinstance(record, dict):
-        for key, choice in record.items():
-            if not (isinstance(key, str) and re.fullmatch(r"[1-9][0-9]{0,8}", key)) or not isinstance(choice, dict):
-                raise CheckpointError(f"the checkpoint's stored Token Optimization record has a malformed entry "
-                                      f"{show(key)}")
-            top1 = choice.get("top1")
-            if top1 is not None and (isinstance(top1, bool) or not isinstance(top1, (int, float))
-                                     or not 0 <= top1 <= 100):
-                raise CheckpointError(f"the checkpoint's stored Token Optimization record for {key} tokens has a "
-                                      f"top-1 of {show(top1)}, not a percentage")
-            grid = stored_grid(meta, int(key))
-            if grid is None:
-                raise CheckpointError(f"the checkpoint's stored Token Optimization record for {key} tokens has no grid")
-            scored[grid] = None if top1 is None else float(top1)
+    scored: dict[Grid, float | None] = {**stored_choices(meta), **stored_scores(meta, model.patch_size)}
     if not scored:
         full = model.default_grid.num_patches(model.patch_size)
         scored = {model.default_grid.with_budget(b): None for b in budget_ladder(full, max(1, full // 8))}
