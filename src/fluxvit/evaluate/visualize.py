@@ -49,14 +49,23 @@ def token_mosaic(
     return out
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an RGB uint8 image as PNG, atomically."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB uint8 image encoded as PNG."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.image
 
+    out = io.BytesIO()
+    matplotlib.image.imsave(out, image, format="png")
+    return out.getvalue()
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an RGB uint8 image as PNG, atomically."""
     path = Path(path)
     with atomic_write(path) as tmp:
-        matplotlib.image.imsave(tmp, image, format="png")
+        tmp.write_bytes(png_bytes(image))
     return path

@@ -12,7 +12,6 @@ be read) on its :class:`concurrent.futures.Future`. Nothing is kept between requ
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import logging
 import math
 import os
@@ -333,14 +332,7 @@ class InferenceService:
             self._end(j, result, measured_ms=j.decode_ms + forward_ms / len(batch))
 
     def _tokens_png(self, job: _Job, point: OperatingPoint) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.image
-
         from fluxvit.evaluate.predict import token_picture
+        from fluxvit.evaluate.visualize import png_bytes
 
-        image = token_picture(self.model, job.video[:1], point.grid, self.settings.selector, self.placement)
-        out = io.BytesIO()
-        matplotlib.image.imsave(out, image, format="png")
-        return out.getvalue()
+        return png_bytes(token_picture(self.model, job.video[:1], point.grid, self.settings.selector, self.placement))
