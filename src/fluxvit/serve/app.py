@@ -59,6 +59,10 @@ class ApiError(Exception):
         self.status, self.kind, self.headers = status, kind, headers or {}
 
 
+def _overloaded(e: Overloaded) -> ApiError:
+    return ApiError(503, str(e), "overloaded", {"Retry-After": str(e.retry_after_s)})
+
+
 def _error_response(e: ApiError) -> JSONResponse:
     return JSONResponse({"error": str(e), "kind": e.kind}, status_code=e.status, headers=e.headers)
 
@@ -115,7 +119,7 @@ class BodyLimit:
 
 def _integer(form, name: str, default: int | None, lo: int, hi: int) -> int | None:
     text = form.get(name)
-    if text is None or (isinstance(text, str) and text.strip() in ("", "auto") and name == "budget"):
+    if text is None:
         return default
     if not isinstance(text, str) or not re.fullmatch(r"\s*\d{1,9}\s*", text):
         raise ApiError(400, f"{name} must be an integer from {lo} to {hi}, got {str(text)[:40]!r}", "bad_request")
@@ -258,7 +262,9 @@ def create_app(service: InferenceService) -> FastAPI:
         if path_text is not None and not isinstance(path_text, str):
             raise ApiError(400, "path must be text, not a file", "bad_request")
         topk = _integer(form, "topk", 5, 1, settings.max_topk)
-        budget = _integer(form, "budget", None, 1, 10**9)
+        raw = form.get("budget")  # (empty or "auto": the scheduler chooses)
+        budget = None if isinstance(raw, str) and raw.strip() in ("", "auto") else _integer(form, "budget", None, 1,
+                                                                                          10**9)
         tokens = form.get("tokens")
         if tokens not in (None, "0", "1", "true", "false"):
             raise ApiError(400, f"tokens must be 1 or 0, got {str(tokens)[:20]!r}", "bad_request")
@@ -276,7 +282,7 @@ def create_app(service: InferenceService) -> FastAPI:
         try:
             ticket = scheduler.admit(point, arrived_ms=arrived)
         except Overloaded as e:
-            raise ApiError(503, str(e), "overloaded", {"Retry-After": str(e.retry_after_s)}) from None
+            raise _overloaded(e) from None
         temp = None
         try:
             if upload is not None:
@@ -289,7 +295,7 @@ def create_app(service: InferenceService) -> FastAPI:
             if temp is not None:
                 temp.unlink(missing_ok=True)
             if isinstance(e, Overloaded):  # shutting down
-                raise ApiError(503, str(e), "overloaded", {"Retry-After": str(e.retry_after_s)}) from None
+                raise _overloaded(e) from None
             raise
         if temp is not None:
             future.add_done_callback(lambda _f, temp=temp: temp.unlink(missing_ok=True))
@@ -306,8 +312,8 @@ def create_app(service: InferenceService) -> FastAPI:
         except Cancelled:
             return None
         except VideoError as e:
-            message = str(e).replace(str(source), name)
-            raise ApiError(video_error_status(e), message, "not_video" if video_error_status(e) == 415
+            status = video_error_status(e)
+            raise ApiError(status, str(e).replace(str(source), name), "not_video" if status == 415
                            else "broken_video") from None
         except FluxViTError as e:  # (the server's own files are not the client's business)
             checkpoint = str(getattr(service.model, "checkpoint_path", None) or "\0")

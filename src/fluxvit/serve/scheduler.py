@@ -38,7 +38,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
@@ -77,6 +77,14 @@ class OperatingPoint:
                 "total_ms": round(self.cost_ms, 2), "top1": self.accuracy}
 
 
+def _accuracy(point: OperatingPoint) -> float:
+    return -1.0 if point.accuracy is None else point.accuracy
+
+
+def _clamp(value: float, bounds: tuple[float, float]) -> float:
+    return min(max(value, bounds[0]), bounds[1])
+
+
 def preference_order(points: Sequence[OperatingPoint]) -> list[OperatingPoint]:
     """``points`` from the least to the most wanted. With every point's accuracy known (Token
     Optimization's), the frontier of accuracy against measured cost: a point that costs at least
@@ -110,7 +118,7 @@ class Ticket:
     point: OperatingPoint | None = None
     started_ms: float | None = None
     predicted_ms: float | None = None  # its whole latency, predicted when it started (before the tail factor)
-    cancelled: bool = field(default=False)
+    cancelled: bool = False
 
 
 class BudgetScheduler:
@@ -135,8 +143,10 @@ class BudgetScheduler:
         # budget), else the most tokens and, of those, the most accurate grid
         if full is not None and full not in self.all_points:
             raise ConfigError(f"the full-budget point {full.grid} is not among the operating points")
-        self.full = full or max(self.all_points, key=lambda p: (p.tokens, -1 if p.accuracy is None else p.accuracy,
-                                                                 -p.cost_ms))
+        self.full = full or max(self.all_points, key=lambda p: (p.tokens, _accuracy(p), -p.cost_ms))
+        self._asked = {}  # budget -> the point a client asking for it gets: the most accurate of its grids
+        for p in sorted(self.all_points, key=_accuracy):
+            self._asked[p.tokens] = p
         self.target_ms = float(target_ms)
         self.mode = mode
         self.max_in_flight = max_in_flight
@@ -162,9 +172,8 @@ class BudgetScheduler:
     def point_for(self, budget: int) -> OperatingPoint:
         """The operating point of a budget a client asked for (the most accurate of its grids); a
         budget the server does not run is a :class:`ConfigError` listing those it does."""
-        for p in sorted(self.all_points, key=lambda p: -1 if p.accuracy is None else p.accuracy, reverse=True):
-            if p.tokens == budget:
-                return p
+        if budget in self._asked:
+            return self._asked[budget]
         raise ConfigError(f"budget {budget} is not served here; choose one of "
                           f"{', '.join(map(str, self.budgets))} (or auto)")
 
@@ -193,7 +202,7 @@ class BudgetScheduler:
             if self.mode == "adaptive" and requested is None and self._tickets:
                 waiting = [t for t in self._tickets.values() if t.started_ms is None]
                 cheapest = self.cheapest
-                finish = self.tail * (now - arrived + self._finishes(now, waiting, cheapest)[-1]
+                finish = self.tail * (now - arrived + self._finishes(self._work_ahead(now), waiting, cheapest)[-1]
                                       + cheapest.cost_ms * self.calibration)
                 if finish > self.target_ms:
                     raise Overloaded(f"overloaded: this request would finish in {finish:.0f} ms even at the "
@@ -214,7 +223,7 @@ class BudgetScheduler:
             elif self.mode == "fixed":
                 ticket.point = self.full
             else:
-                ticket.point = self._choose(ticket, now)
+                ticket.point = self._choose(ticket, now, ahead)
             ticket.predicted_ms = now - ticket.arrived_ms + ahead + ticket.point.cost_ms * self.calibration
             return ticket.point
 
@@ -234,11 +243,11 @@ class BudgetScheduler:
                 spent = measured_ms
             if spent is not None and spent >= 0:
                 mixed = (1 - CALIBRATION_WEIGHT) * self.calibration + CALIBRATION_WEIGHT * spent / ticket.point.cost_ms
-                self.calibration = min(max(mixed, CALIBRATION_RANGE[0]), CALIBRATION_RANGE[1])
+                self.calibration = _clamp(mixed, CALIBRATION_RANGE)
             if measured_ms is not None and ticket.predicted_ms:  # answered: how far off was its prediction?
                 over = (now - ticket.arrived_ms) / ticket.predicted_ms > self.tail
                 step = TAIL_STEP * (TAIL_QUANTILE if over else TAIL_QUANTILE - 1)
-                self.tail = min(max(self.tail * (1 + step), TAIL_RANGE[0]), TAIL_RANGE[1])
+                self.tail = _clamp(self.tail * (1 + step), TAIL_RANGE)
             self._last_finish_ms = now
             self._busy_since_last = bool(self._tickets)
 
@@ -261,19 +270,20 @@ class BudgetScheduler:
                 left += max(0.0, t.point.cost_ms * self.calibration - (now - t.started_ms))
         return left
 
-    def _finishes(self, now: float, queue: list[Ticket], point: OperatingPoint) -> list[float]:
-        """Predicted ms from now until each request of ``queue`` (waiting, in order) is done, when
-        those without a budget of their own run at ``point``; the last entry is the whole queue."""
-        done, out = self._work_ahead(now), [self._work_ahead(now)]
+    def _finishes(self, ahead: float, queue: list[Ticket], point: OperatingPoint) -> list[float]:
+        """Predicted ms from now until each request of ``queue`` (waiting, in order) is done behind
+        ``ahead`` ms of started work, when those without a budget of their own run at ``point``;
+        the first entry is ``ahead``, the last the whole queue."""
+        done, out = ahead, [ahead]
         for t in queue:
             done += (t.requested or point).cost_ms * self.calibration
             out.append(done)
         return out
 
-    def _choose(self, ticket: Ticket, now: float) -> OperatingPoint:
+    def _choose(self, ticket: Ticket, now: float, ahead: float) -> OperatingPoint:
         queue = [ticket] + [t for t in self._tickets.values() if t.started_ms is None]
         for point in reversed(self.points):  # the most wanted first
-            finishes = self._finishes(now, queue, point)[1:]
+            finishes = self._finishes(ahead, queue, point)[1:]
             if all(self.tail * (now - t.arrived_ms + f) <= self.target_ms for t, f in zip(queue, finishes)):
                 return point
         return self.cheapest

@@ -224,6 +224,7 @@ class InferenceService:
             return
         with self._cond:
             self._decoding += 1
+        failure: Exception | None = None
         try:
             point = self.scheduler.start(ticket)
             job.queue_ms = self.scheduler.clock() - ticket.arrived_ms
@@ -236,21 +237,16 @@ class InferenceService:
                 reader.limit_time(None)
             job.decode_ms = 1e3 * (time.perf_counter() - start)
         except Exception as e:  # a broken video (VideoError), or anything else: this request's answer
-            with self._cond:
-                self._decoding -= 1
-                self._cond.notify_all()
-            self._end(job, e)
-            return
-        with self._cond:
+            failure = e
+        with self._cond:  # one decision, under the lock: to the model thread, or ended here
             self._decoding -= 1
-            if ticket.cancelled:
-                self._cond.notify_all()
-            else:
+            queued = failure is None and not ticket.cancelled
+            if queued:
                 job.decoded_at = time.perf_counter()
                 self._ready.append(job)
-                self._cond.notify_all()
-        if ticket.cancelled:
-            self._end(job, Cancelled("the client went away"))
+            self._cond.notify_all()
+        if not queued:
+            self._end(job, failure or Cancelled("the client went away"))
 
     def _end(self, job: _Job, outcome: Result | BaseException, measured_ms: float | None = None) -> None:
         self.scheduler.finish(job.ticket, measured_ms)
