@@ -1145,14 +1145,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # checkpoint or stored record, an unreadable sample video, a device or precision not here.
     from fluxvit.serve.service import candidate_points
 
-    candidate_points(_load_model(args.checkpoint), args.max_budget)
+    model = _load_model(args.checkpoint)
+    candidate_points(model, args.max_budget)
     if sample is not None:
         from fluxvit.data.video import PyAVReader
 
         PyAVReader().num_frames(sample)
     _acceleration_placement(args, _placement(args))
     run(Launch(args.checkpoint, args.device, args.dtype, args.quantize, args.compile, settings), args.host,
-        args.port, args.workers, args.shutdown_timeout_s)
+        args.port, args.workers, args.shutdown_timeout_s, model=model)
     return 0
 
 

@@ -41,13 +41,13 @@ class Launch:
         return cls(**{**data, "settings": ServeSettings(**data["settings"])})
 
 
-def build_service(launch: Launch) -> InferenceService:
-    """Load the checkpoint, place (and optionally accelerate) the model, measure its operating
-    points and start the service's threads."""
+def build_service(launch: Launch, model=None) -> InferenceService:
+    """Load the checkpoint (unless ``model``, already loaded from it, is given), place (and
+    optionally accelerate) the model, measure its operating points and start the service's threads."""
     from fluxvit.models import load_checkpoint
     from fluxvit.placement import Placement
 
-    model = load_checkpoint(launch.checkpoint)
+    model = model if model is not None else load_checkpoint(launch.checkpoint)
     placement = Placement.resolve(launch.device, launch.dtype)
     if launch.quantize != "none" or launch.compile:
         from fluxvit.acceleration import accelerate, check_int8_placement
@@ -68,8 +68,9 @@ def app_from_environment():
     return create_app(build_service(Launch.from_json(os.environ[ENVIRONMENT])))
 
 
-def run(launch: Launch, host: str, port: int, workers: int = 1, shutdown_timeout_s: int = 30) -> None:
-    """Serve until SIGTERM or Ctrl-C."""
+def run(launch: Launch, host: str, port: int, workers: int = 1, shutdown_timeout_s: int = 30, model=None) -> None:
+    """Serve until SIGTERM or Ctrl-C. ``model``: the checkpoint already loaded (one process serves
+    it; each of ``workers`` > 1 loads its own)."""
     import uvicorn
 
     from fluxvit.serve.app import create_app
@@ -80,7 +81,7 @@ def run(launch: Launch, host: str, port: int, workers: int = 1, shutdown_timeout
     common = {"host": host, "port": port, "timeout_graceful_shutdown": shutdown_timeout_s, "access_log": False,
               "limit_concurrency": connections}
     if workers == 1:
-        uvicorn.run(create_app(build_service(launch)), **common)
+        uvicorn.run(create_app(build_service(launch, model)), **common)
         return
     os.environ[ENVIRONMENT] = launch.to_json()
     uvicorn.run("fluxvit.serve.server:app_from_environment", factory=True, workers=workers, **common)
