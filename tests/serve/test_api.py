@@ -8,7 +8,6 @@ import os
 import time
 
 import pytest
-import torch
 
 import fluxvit
 from fluxvit.evaluate.predict import predict_video
@@ -294,4 +293,3 @@ def test_settings_out_of_range_are_one_line():
                        ({"views": "2000x3"}, "views")):
         with pytest.raises(ConfigError, match=needle):
             ServeSettings(**kw)
-    assert torch.get_num_threads() >= 1
