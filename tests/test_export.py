@@ -174,6 +174,39 @@ def test_wrong_grid_budget_head_and_selector_are_one_line(artifacts, fmt):
 
 
 @needs_onnx
+def test_the_artifact_records_how_its_inputs_are_made(artifacts, tmp_path):
+    """resize and view_offsets travel in the metadata (the model's, here the release's defaults) and
+    predict/eval read them back; a record missing a key takes its default (found by a red-team pass:
+    a KeyError traceback), a version 1 artifact the antialiased filter all exports then used, and a
+    bad value is one checkpoint error when it is read."""
+    import onnx
+
+    from fluxvit.data.preprocessing import Preprocessing, preprocessing_of
+
+    good = artifacts("nano", 64, "onnx")
+    runner = load_exported(good)
+    assert runner.metadata["version"] == 2
+    assert (runner.preprocessing["resize"], runner.preprocessing["view_offsets"]) == ("release", "between")
+    assert "without antialiasing" in runner.preprocessing["resize_rule"]
+    assert preprocessing_of(runner) == Preprocessing("release", "between")
+    proto = onnx.load(str(good))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["fluxvit"])
+
+    def forged(change, version=2):
+        pre = {k: v for k, v in {**meta["preprocessing"], **change}.items() if v is not None}
+        onnx.helper.set_model_props(proto, {"fluxvit": json.dumps({**meta, "version": version, "preprocessing": pre})})
+        path = tmp_path / f"forged{len(list(tmp_path.iterdir()))}.onnx"
+        onnx.save(proto, str(path))
+        return load_exported(path)
+
+    assert preprocessing_of(forged({"resize": None, "view_offsets": "start"})) == Preprocessing("release", "start")
+    assert preprocessing_of(forged({}, version=1)) == Preprocessing("antialias", "between")
+    with pytest.raises(CheckpointError) as e:
+        preprocessing_of(forged({"resize": "lanczos"}))
+    _one_line(e, "resize 'lanczos' is not one of release, antialias")
+
+
+@needs_onnx
 def test_corrupt_or_foreign_onnx_files_are_one_line(artifacts, tmp_path):
     import onnx
 

@@ -255,6 +255,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fluxvit.train import load_config, train
 
     cfg = load_config(args.config, args.set or ())
+    if args.dry_run:
+        from fluxvit.train.recipe import describe, format_recipe
+
+        if args.resume is not None or args.overwrite:
+            raise ConfigError("--dry-run trains nothing and touches no run: give it without --resume or --overwrite")
+
+        print(format_recipe(describe(cfg, args.world, args.videos)))
+        return 0
+    for flag, value in (("--world", args.world), ("--videos", args.videos)):
+        if value is not None:
+            raise ConfigError(f"{flag} goes with --dry-run (a run takes its processes from torchrun and its "
+                              f"videos from data.train)")
     if args.overwrite and args.resume is not None:
         raise ConfigError("give --resume or --overwrite, not both")
     result = train(cfg, resume=args.resume if args.resume is not None else False, overwrite=args.overwrite)
@@ -280,27 +292,36 @@ def _add_train(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="OUT_DIR holds an earlier run: move its files aside to OUT_DIR.old-N and start afresh "
                         "(without it such a folder is refused; nothing is ever overwritten)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved recipe (clips per step, epochs, lr per layer group, grids, "
+                        "augmentations) and exit: nothing is trained or written")
+    p.add_argument("--world", type=_int, default=None, metavar="N",
+                   help="with --dry-run: plan for N processes (default: torchrun's WORLD_SIZE, else 1)")
+    p.add_argument("--videos", type=_int, default=None, metavar="N",
+                   help="with --dry-run: plan for N training videos instead of counting data.train")
 
 
 # ----------------------------------------------------------------------------- eval / optimize / predict
-def _load_model(path: str, predict: argparse.Namespace | None = None):
+def _load_model(path: str, predict: argparse.Namespace | None = None, view_offsets: str | None = None):
     """The checkpoint at ``path``; with ``predict`` (the arguments of predict or eval, the commands
     that can run one) also an exported model (.onnx/.pt2 from ``fluxvit export``), whose grid,
     budget and float32 then become the defaults of those arguments (and what it cannot do is
-    refused here, before any video is read)."""
+    refused here, before any video is read). ``view_offsets`` (``--view-offsets``) replaces where
+    the model's recorded preprocessing puts the test clips."""
+    from fluxvit.data.preprocessing import set_view_offsets
     from fluxvit.evaluate.exported import is_exported
 
     if not is_exported(path):
         from fluxvit.models import load_checkpoint
 
-        return load_checkpoint(path)
+        return set_view_offsets(load_checkpoint(path), view_offsets)
     if predict is None:
         raise ConfigError(f"{path}: is an exported model; this command needs the checkpoint (predict and "
                           f"eval run exported models)")
     from fluxvit.evaluate.exported import load_exported
     from fluxvit.flux.grid import Grid
 
-    model = load_exported(path)
+    model = set_view_offsets(load_exported(path), view_offsets)
     args = predict
     for flag, value in (("--latency-ms", args.latency_ms), ("--show-tokens", getattr(args, "show_tokens", None)),
                         ("--save-features", getattr(args, "save_features", None))):
@@ -418,7 +439,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     views = Views.parse(args.views)  # the values first, before any file is read
     check_loading(args.batch_size, args.workers)
     in_range(args.head, "--head", lo=0, what="option")  # an index (the model says how many heads)
-    model = _load_model(args.checkpoint, predict=args)
+    model = _load_model(args.checkpoint, predict=args, view_offsets=args.view_offsets)
     if args.report is not None:  # a new or empty folder, before any video is read
         from fluxvit.evaluate.failures import check_report_dir
 
@@ -491,7 +512,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if (args.cost == "latency") != (args.latency_ms is not None):
         raise ConfigError("--cost latency and --latency-ms X go together (the target the grid and budget must fit)")
     in_range(args.latency_ms, "--latency-ms", above=0, what="option")
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, view_offsets=args.view_offsets)
     if args.save_to is not None:
         _check_save_to(args.save_to, args.checkpoint)
     ann = read_annotations(args.data, args.data_root, known_classes=getattr(model, "class_names", None))
@@ -568,7 +589,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         listed = paths
     refuse_overwriting_input(out, [*listed, args.checkpoint], "--out")
     refuse_existing_output(out, "--out")
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, view_offsets=args.view_offsets)
     placement = _placement(args, sharded=True)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement,
                         [r.path for r in inputs.records[:4]], views)
@@ -633,7 +654,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for i in range(len(paths)):
             refuse_overwriting_input(args.show_tokens if len(paths) == 1 else _numbered(args.show_tokens, i), inputs,
                                      "--show-tokens")
-    model = _load_model(args.checkpoint, predict=args)
+    model = _load_model(args.checkpoint, predict=args, view_offsets=args.view_offsets)
     placement = _placement(args)
     model, placement = _accelerate(model, args, placement)
     grid = _budget_grid(model, args.checkpoint, args.budget, args.grid, args.latency_ms, placement, paths[:4],
@@ -825,6 +846,13 @@ def _join(values) -> str:
     return ",".join(str(v) for v in values)
 
 
+def _add_view_offsets(p) -> None:
+    # (checked where it is applied, fluxvit.data.sampling.VIEW_OFFSETS: building the parser imports no torch)
+    p.add_argument("--view-offsets", default=None, metavar="between|start",
+                   help="where test clip k of K sits in each segment: between, (k+1)/(K+1), the release's Kinetics; "
+                        "start, k/K, its SSv2 (default: as the checkpoint was trained, else between)")
+
+
 def _add_eval_commands(sub) -> None:
     from fluxvit.data.annotations import VIDEO_EXTENSIONS
     from fluxvit.evaluate.token_optimization import SearchSpace
@@ -855,6 +883,7 @@ def _add_eval_commands(sub) -> None:
     sampling(p)
     _add_acceleration(p)
     p.add_argument("--views", default="4x3", help="CLIPSxCROPS test views per video (default 4x3)")
+    _add_view_offsets(p)
     p.add_argument("--batch-size", type=_int, default=1,
                    help="videos per forward (all their views at once; default 1)")
     p.add_argument("--head", type=_int, default=None, help="head index, from 0 (default: nearest budget)")
@@ -878,6 +907,7 @@ def _add_eval_commands(sub) -> None:
     p.add_argument("--max-factor", type=_float, default=space.max_factor,
                    help=f"skip grids with more than this x budget patches (default {space.max_factor:g})")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views while searching (default 1x1)")
+    _add_view_offsets(p)
     p.add_argument("--subset", type=_float, default=0.3, help="fraction of videos for the first pass")
     p.add_argument("--refine", type=_int, default=3, help="best candidates re-scored on all videos")
     p.add_argument("--min-gain-se", type=_float, default=2.0,
@@ -903,6 +933,7 @@ def _add_eval_commands(sub) -> None:
                         "kept indices (size checked against FLUXVIT_MAX_FEATURE_BYTES)")
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video; the clip feature is their mean "
                    "(default 1x1)")
+    _add_view_offsets(p)
     p.add_argument("--window", type=_seconds, default=None, metavar="S",
                    help="one row per window of S seconds of each video (2, 2s, 1.5s), each video decoded once in "
                         "order; a last window shorter than half of S joins the one before")
@@ -923,6 +954,7 @@ def _add_eval_commands(sub) -> None:
     sampling(p)
     _add_acceleration(p)
     p.add_argument("--views", default="1x1", help="CLIPSxCROPS views per video (default 1x1)")
+    _add_view_offsets(p)
     p.add_argument("--out", default=None, help="also write one row per video (errors too) to this .csv or .jsonl, "
                    "as the results come; an existing file is never overwritten")
     p.add_argument("--batch-size", type=_int, default=4, help="videos per forward (default 4)")
@@ -1095,7 +1127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fluxvit.export import export_model
     from fluxvit.flux.grid import Grid
 
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, view_offsets=args.view_offsets)
     grid = Grid.parse(args.grid, budget=args.budget) if args.grid else sampling_grid(model, args.budget)
     export_model(model, out, grid, format=kind, views=args.views, batch=args.batch, selector=args.selector,
                  head=args.head)
@@ -1117,6 +1149,7 @@ def _add_export(sub) -> None:
                         "or static_drop")
     p.add_argument("--head", type=_int, default=None, help="head index, from 0 (default: nearest the budget)")
     p.add_argument("--views", default="1x1", help="views per video in one call, CLIPSxCROPS (default 1x1)")
+    _add_view_offsets(p)
     p.add_argument("--batch", type=_int, default=1, help="videos per call (default 1); the graph's batch is "
                    "videos x views")
 
@@ -1145,7 +1178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # checkpoint or stored record, an unreadable sample video, a device or precision not here.
     from fluxvit.serve.service import candidate_points
 
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, view_offsets=args.view_offsets)
     candidate_points(model, args.max_budget)
     if sample is not None:
         from fluxvit.data.video import PyAVReader
@@ -1173,6 +1206,7 @@ def _add_serve(sub) -> None:
                         "target; fixed: always the largest budget (a plain server)")
     p.add_argument("--max-budget", type=_int, default=None, help="serve no budget above this many tokens")
     p.add_argument("--views", default=S.views, help=f"test views per request, CLIPSxCROPS (default {S.views})")
+    _add_view_offsets(p)
     p.add_argument("--selector", default=S.selector, help=f"token selector (default {S.selector})")
     p.add_argument("--max-batch", type=_int, default=S.max_batch,
                    help=f"requests of one grid and budget per forward (default {S.max_batch})")

@@ -43,6 +43,7 @@ from torch import nn
 
 from fluxvit import __version__, limits
 from fluxvit.atomic import atomic_write
+from fluxvit.data.preprocessing import preprocessing_of
 from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fluxvit.errors import ConfigError, reason
 from fluxvit.evaluate.exported import (
@@ -187,6 +188,11 @@ def _fp32_cpu(model):
 def _metadata(model, g: Grid, budget: int, tokens: int, head: int, selector: str, views: Views, batch: int,
               rows: int, format: str) -> dict:
     t, h, w = g.frames, g.height, g.width
+    pre = preprocessing_of(model)
+    offset_rule = "(k + 1) / (K + 1) (one clip: the centres)" if pre.view_offsets == "between" else "k / K"
+    resize_rule = (f"short side to {h} px, aspect ratio kept, " + (
+        "the whole frame bilinear without antialiasing (OpenCV's INTER_LINEAR), then the crops"
+        if pre.resize == "release" else "each crop's square of the frame resized once, bilinear, antialiased"))
     return {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
@@ -221,11 +227,12 @@ def _metadata(model, g: Grid, budget: int, tokens: int, head: int, selector: str
             "std": list(IMAGENET_STD),
             "normalize": "RGB frames scaled to [0, 1], then (x - mean) / std per channel",
             "frame_sampling": (f"segment: the video's frames cut into {t} equal segments; clip k of K takes, from "
-                               f"every segment, the frame at (k + 1) / (K + 1) of it (one clip: the centres)"),
+                               f"every segment, the frame at {offset_rule} of it"),
             "clips": views.clips,
-            "resize": f"short side to {h} px (bilinear, antialiased), aspect ratio kept",
+            "resize_rule": resize_rule,
             "crops": views.crops,
             "crop_rule": f"{views.crops} square {h} px crops spread evenly along the long side (1: centre)",
+            **pre.to_meta(),  # resize and view_offsets, as fluxvit reads them back
             "combine_views": "mean of the views' softmax",
         },
     }

@@ -73,6 +73,9 @@ GRID_TOKENS = Limit("grid_tokens", 2**17, "tokens in one sampling grid")
 VIEWS = Limit("views", 64, "views per video")  # the paper tests with at most 4x3 = 12
 BATCH_SIZE = Limit("batch_size", 1024, "videos per forward")
 NUM_CLASSES = Limit("num_classes", 100_000, "classes")
+# A distillation teacher's size, as its config.json says it, checked before anything is allocated:
+# InternVideo2's 6B is the largest teacher in the paper's line of work.
+TEACHER_PARAMETERS = Limit("teacher_parameters", 8_000_000_000, "parameters in a teacher")
 
 # Long videos and streams classified window by window (fluxvit.data.windows): a window or stride of
 # at most an hour; at most 100 K windows in one video's plan (a day at one a second); the frames the
@@ -99,7 +102,8 @@ CONFUSION_CLASSES = Limit("confusion_classes", 4096, "classes in one confusion m
 # SSv2 list is ~10 MB.
 TEXT_FILE_BYTES = Limit("text_file_bytes", 256 * 2**20, "bytes")
 
-ALL = (FRAME_PIXELS, CLIP_PIXELS, INDEX_CACHE_BYTES, GRID_TOKENS, VIEWS, BATCH_SIZE, NUM_CLASSES, WORKERS,
+ALL = (FRAME_PIXELS, CLIP_PIXELS, INDEX_CACHE_BYTES, GRID_TOKENS, VIEWS, BATCH_SIZE, NUM_CLASSES, TEACHER_PARAMETERS,
+       WORKERS,
        SYNTH_CLIPS, TEXT_FILE_BYTES, FEATURE_BYTES, CONFUSION_CLASSES, LISTED_VIDEOS, WINDOW_SECONDS, WINDOWS,
        WINDOW_BUFFER_PIXELS)
 

@@ -110,3 +110,47 @@ def test_eval_loader_drops_broken_videos(dataset_dir):
     batches = list(loader)
     assert [b.video.shape for b in batches] == [(4, 1, 3, 2, 28, 28), (2, 1, 3, 2, 28, 28)]
     assert loader.total_skipped == 2 and loader.report().startswith("val: skipped 2 broken clip(s)")
+
+
+class _CountingReader:
+    """A reader that counts the decodes (reads) of each video."""
+
+    def __init__(self) -> None:
+        from fluxvit.data.video import PyAVReader
+
+        self.inner, self.reads = PyAVReader(), {}
+
+    def num_frames(self, path):
+        return self.inner.num_frames(path)
+
+    def read(self, path, indices):
+        self.reads[str(path)] = self.reads.get(str(path), 0) + 1
+        return self.inner.read(path, indices)
+
+
+def test_repeated_augmentation_decodes_each_video_once_and_augments_it_twice(dataset_dir):
+    from fluxvit.data.augment import RandomErasing
+
+    ann = read_annotations(dataset_dir / "train.csv")
+    reader = _CountingReader()
+    # const erasing marks each augmentation's own box; the median pixel still reads the frame index
+    source = VideoFileSource(ann.records[:6], TrainTransform(**PLAIN, erase=RandomErasing(1.0, "const")), reader)
+    plan = BatchPlan(len(source), 4, (Grid(4, 28),), seed=5, repeats=2)
+    assert plan.videos_per_batch == 2 and len(plan.indices(0)) == 2
+    seen = []
+    for step in range(3):
+        b = PlannedBatches(source, plan)[step]
+        assert b.video.shape == (4, 3, 4, 28, 28)
+        for k, index in enumerate(plan.indices(step)):
+            first, second = b.video[2 * k], b.video[2 * k + 1]
+            assert b.labels[2 * k] == b.labels[2 * k + 1] == ann.records[index].label
+            ids = lambda v: frame_ids((v.permute(1, 2, 3, 0) * 255).round().to(torch.uint8)  # noqa: E731
+                                      .flatten(1, 2).median(1).values[:, None, None])
+            assert ids(first) == ids(second)  # one frame draw ...
+            assert not torch.equal(first, second)  # ... two augmentations (two erased boxes)
+            seen.append(index)
+    assert sorted(seen) == list(range(6))  # an epoch: 3 steps x 2 videos, each video once
+    assert set(reader.reads.values()) == {1}  # each decoded once for both of its clips
+    assert plan.state_dict()["repeats"] == 2 and "repeats" not in BatchPlan(6, 4, (Grid(4, 28),)).state_dict()
+    with pytest.raises(Exception, match="not a multiple of data.repeated_aug 3"):
+        BatchPlan(6, 4, (Grid(4, 28),), repeats=3)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fluxvit.data.augment import RandomErasing, parse_rand_augment
 from fluxvit.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    RAND_AUGMENT_OPS,
     EvalTransform,
-    RandAugment,
     TrainTransform,
     center_crop,
     normalize,
-    rand_augment,
     random_resized_crop_box,
     short_side_resize,
     spatial_crop_boxes,
@@ -69,7 +67,7 @@ def test_train_transform_shape_and_clip_consistency():
     # every frame identical -> every output frame identical, whatever crop/flip/augmentation was drawn
     frame = ramp_clip(1)
     clip = frame.expand(6, -1, -1, -1).clone()
-    tf = TrainTransform(augment=RandAugment(num_ops=3, magnitude=9))
+    tf = TrainTransform(augment=parse_rand_augment("rand-m9-n3-mstd0.5-inc1"), erase=RandomErasing(1.0, "const"))
     for seed in range(10):
         out = tf(clip, 28, gen(seed))
         assert out.shape == (3, 6, 28, 28) and out.dtype == torch.float32
@@ -89,23 +87,9 @@ def test_flip_can_be_switched_off():
         assert red[0] > 0.95 and red[-1] < 0.05
 
 
-def test_rand_augment_every_op_is_clip_consistent():
-    frame = to_float_clip(ramp_clip(1))
-    frame[2, :, ::2, ::3] = 0.7  # texture, so sharpness has edges to work on
-    clip = frame.expand(-1, 5, -1, -1) * 0.6 + 0.2  # not full-range, so autocontrast has work to do
-    for op in RAND_AUGMENT_OPS:
-        out = rand_augment(clip, gen(1), num_ops=1, magnitude=9, ops=(op,))
-        assert out.shape == clip.shape and out.min() >= 0 and out.max() <= 1, op
-        assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-6), op
-        if op != "identity":
-            assert (out - clip).abs().max() > 0.01, op
-    with pytest.raises(ValueError):
-        rand_augment(clip, gen(), ops=("blur",))
-
-
 def test_eval_transform_views_match_resize_then_crop():
     clip = ramp_clip(t=3, h=36, w=64)
-    tf = EvalTransform(num_crops=3, mean=(0, 0, 0), std=(1, 1, 1))
+    tf = EvalTransform(num_crops=3, mean=(0, 0, 0), std=(1, 1, 1), resize="antialias")
     out = tf(clip, 18)
     assert out.shape == (3, 3, 3, 18, 18)
     ref = three_crop(short_side_resize(to_float_clip(clip), 18), 18)
@@ -113,3 +97,20 @@ def test_eval_transform_views_match_resize_then_crop():
         assert (view - r).abs().mean() < 0.02  # one resize of the crop vs resize then crop
     single = EvalTransform(num_crops=1)(clip, 14)
     assert single.shape == (1, 3, 3, 14, 14)
+
+
+def test_rand_augment_of_the_whole_frames_in_parts_is_the_whole_clips():
+    """TrainTransform augments the decoded frames a few at a time (the memory of 1080p frames): the
+    result is the whole clip's, augmented once, then cropped and resized."""
+    from fluxvit.data.transforms import AUGMENT_FRAMES, crop, resize
+
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (2 * AUGMENT_FRAMES + 1, 40, 52, 3), generator=g, dtype=torch.uint8)
+    augment = parse_rand_augment("rand-m9-n4-mstd0.5-inc1")
+    tf = TrainTransform(augment=augment, flip=0.0, mean=(0, 0, 0), std=(1, 1, 1), resize="release")
+    for seed in range(6):
+        out = tf(frames, 28, gen(seed))
+        replay = gen(seed)  # the transform's draws in its order: the crop box, then the augmentation's
+        box = random_resized_crop_box(40, 52, tf.scale, tf.ratio, replay)
+        whole = resize(crop(augment(to_float_clip(frames), replay), box), (28, 28), antialias=False)
+        assert torch.allclose(out, whole, atol=1e-6), seed

@@ -153,6 +153,22 @@ def test_overlapping_windows_with_views_at_the_models_resolution(media):
         assert all(w.start * FPS <= i < w.end * FPS for i in numbers)
 
 
+def test_windows_sample_their_clips_where_the_model_was_tested(media):
+    """view offsets "start" (the release's SSv2): a window's two clips at 0 and 1/2 of each of its
+    segments, as a whole video's; found by a red-team pass (windows ignored the offsets)."""
+    _, video, _ = media
+    assert torch.equal((window_times(0, SECONDS, 4, 2, "start") * FPS).floor().long(),
+                       segment_views(FRAMES, 4, 2, offsets="start"))
+    got = list(iter_windows(video, 4, 4, 4, clips=2, offsets="start"))
+    between = list(iter_windows(video, 4, 4, 4, clips=2))
+    for w, b in zip(got, between):
+        numbers = frame_numbers(w.frames)
+        assert numbers == (window_times(w.start, w.end, 4, 2, "start") * FPS).floor().long().flatten().tolist()
+        assert numbers[0] == round(w.start * FPS) and numbers != frame_numbers(b.frames)
+    with pytest.raises(ConfigError, match="view offsets 'middle'"):
+        iter_windows(video, 4, 4, 4, offsets="middle")
+
+
 def test_millisecond_timestamps_sample_the_frames_segment_views_does(tmp_path):
     """Matroska rounds 30 fps timestamps to milliseconds (frame 5 at 167 ms, after its 166.7):
     samples that fall on a frame's start still take that frame."""

@@ -60,7 +60,7 @@ def test_forged_scores_are_one_checkpoint_error(record, serve_clip):
 
 
 def test_a_real_server_classifies_over_http_and_finishes_in_flight_requests_on_sigterm(serve_ckpt, tmp_path):
-    slow = clip(tmp_path, "slow.mp4", 48, 240, 320)
+    slow = clip(tmp_path, "slow.mp4", 96, 360, 480)  # long enough a request to be caught in flight
     with real_server(serve_ckpt, "--views", "4x3", "--latency-ms", "60000", "--sample-video", str(slow)) as (url,
                                                                                                         proc):
         info = httpx.get(f"{url}/v1/model").json()

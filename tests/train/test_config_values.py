@@ -64,7 +64,8 @@ TRAIN_VALUE_CASES = [
     ("ema_decay=-0.1", "config key 'ema_decay' must be at least 0 and less than 1, got -0.1"),
     ("device=cpu", None), ("device=cuda:0", None), ("device=cpu:0", "device 'cpu:0' is not one of"),
     ("device=gpu", "device 'gpu' is not one of auto, cpu, cuda, cuda:N"),
-    ("precision=bf16", None), ("precision=fp16", "precision 'fp16' is not one of fp32, bf16"),
+    ("precision=bf16", None), ("precision=fp16", None),
+    ("precision=fp8", "precision 'fp8' is not one of fp32, bf16, fp16"),
     ("out_dir=''", "out_dir is empty"),
     # --- model
     ("model.num_classes=1", None),

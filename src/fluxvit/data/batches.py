@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fluxvit.data.sources import ClipSource
+from fluxvit.data.sources import ClipSource, train_clips
 from fluxvit.errors import ConfigError, VideoError
 from fluxvit.flux.grid import GRID_PER, Grid
 
@@ -52,7 +52,9 @@ def seeded(*parts: int) -> torch.Generator:
 class BatchPlan:
     """Which grid and samples each micro-step uses (see the module docstring).
 
-    ``grids``: the admissible grids (one: fixed-grid training); ``batch_size``: clips per rank.
+    ``grids``: the admissible grids (one: fixed-grid training); ``batch_size``: clips per rank,
+    which hold ``batch_size / repeats`` videos, each augmented ``repeats`` times (repeated
+    augmentation, the release's ``--num_sample``: the samples of a step are the videos).
     """
 
     num_samples: int
@@ -62,10 +64,19 @@ class BatchPlan:
     rank: int = 0
     world: int = 1
     grid_per: str = "step"
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.grid_per not in GRID_PER:
             raise ConfigError(f"flux.grid_per {self.grid_per!r} is not one of {', '.join(GRID_PER)}")
+        if self.repeats < 1 or self.batch_size % self.repeats:
+            raise ConfigError(f"data.batch_size {self.batch_size} is not a multiple of data.repeated_aug "
+                              f"{self.repeats} (each video's augmentations share a batch)")
+
+    @property
+    def videos_per_batch(self) -> int:
+        """Distinct videos in one rank's micro-batch."""
+        return self.batch_size // self.repeats
 
     def grid(self, micro_step: int) -> Grid:
         """The grid of ``micro_step`` on this rank (the same on every rank unless ``grid_per`` is
@@ -80,11 +91,11 @@ class BatchPlan:
         return torch.randperm(self.num_samples, generator=seeded(self.seed, 2, epoch))
 
     def indices(self, micro_step: int) -> list[int]:
-        """This rank's sample indices for ``micro_step``: its part of the global batch."""
-        global_batch = self.batch_size * self.world
-        start = micro_step * global_batch + self.rank * self.batch_size
+        """This rank's sample (video) indices for ``micro_step``: its part of the global batch."""
+        per_rank = self.videos_per_batch
+        start = micro_step * per_rank * self.world + self.rank * per_rank
         out, perm_epoch, perm = [], -1, None
-        for pos in range(start, start + self.batch_size):
+        for pos in range(start, start + per_rank):
             epoch, offset = divmod(pos, self.num_samples)
             if epoch != perm_epoch:
                 perm, perm_epoch = self._permutation(epoch), epoch
@@ -92,15 +103,18 @@ class BatchPlan:
         return out
 
     def clip_generator(self, micro_step: int, slot: int) -> torch.Generator:
-        """The augmentation stream of clip ``slot`` of this rank's batch: seeded by its position
-        in the *global* batch, so the same global batch gets the same crops on any number of ranks."""
-        return seeded(self.seed, 3, micro_step, self.rank * self.batch_size + slot)
+        """The augmentation stream of video ``slot`` of this rank's batch (all its repeats): seeded by
+        its position in the *global* batch, so the same global batch gets the same crops on any
+        number of ranks."""
+        return seeded(self.seed, 3, micro_step, self.rank * self.videos_per_batch + slot)
 
     def state_dict(self) -> dict:
         state = {"seed": self.seed, "num_samples": self.num_samples, "global_batch": self.batch_size * self.world,
                  "grids": [str(g) for g in self.grids]}
         if self.grid_per != "step":  # (a run of the default plan resumes from a checkpoint made before this key)
             state |= {"grid_per": self.grid_per, "world": self.world}
+        if self.repeats != 1:  # (the same)
+            state["repeats"] = self.repeats
         return state
 
 
@@ -133,7 +147,7 @@ class PlannedBatches(torch.utils.data.Dataset):
             gen = plan.clip_generator(micro_step, slot)
             for _ in range(MAX_REPLACEMENTS):
                 try:
-                    video, label = self.source.clip(index, grid, gen, train=True)
+                    clips, label = train_clips(self.source, index, grid, gen, plan.repeats)
                     break
                 except VideoError as e:
                     broken.append(str(e))
@@ -141,8 +155,8 @@ class PlannedBatches(torch.utils.data.Dataset):
             else:
                 raise VideoError(f"micro-step {micro_step}: {MAX_REPLACEMENTS} broken clips in a row "
                                  f"(the last: {broken[-1]})")
-            videos.append(video)
-            labels.append(label)
+            videos.extend(clips)
+            labels.extend([label] * len(clips))
         return Batch(torch.stack(videos), torch.tensor(labels, dtype=torch.long), grid, tuple(broken))
 
 

@@ -4,7 +4,8 @@
   release's "sparse" datasets): cut the video into ``t`` equal segments and take one random frame
   from each, so a clip always spans the whole video whatever ``t`` the Flux grid asks for.
 * :func:`segment_views` — the test-time counterpart: ``num_clips`` evenly spaced, deterministic
-  views, view ``k`` taking the point ``(k + 1) / (num_clips + 1)`` of every segment.
+  views, view ``k`` taking the point ``(k + 1) / (num_clips + 1)`` of every segment (the release's
+  Kinetics), or ``k / num_clips`` (its SSv2: ``offsets="start"``).
 * :func:`dense_indices` / :func:`dense_views` — ``t`` consecutive frames ``stride`` apart from a
   random (training) or evenly spaced (testing) start.
 
@@ -19,6 +20,13 @@ from dataclasses import dataclass
 import torch
 
 from fluxvit.errors import ConfigError
+from fluxvit.typecheck import show
+
+# Where test clip k of K sits in each segment: "between" at (k + 1) / (K + 1) (the release's
+# Kinetics datasets: one clip takes the segment centres), "start" at k / K (its SSv2 dataset:
+# two clips at 0 and 1/2).
+VIEW_OFFSETS = ("between", "start")
+DEFAULT_VIEW_OFFSETS = "between"
 
 
 def _check(num_frames: int, t: int) -> None:
@@ -41,14 +49,22 @@ def segment_indices(num_frames: int, t: int, generator: torch.Generator) -> torc
     return (edges[:-1] + u * (edges[1:] - edges[:-1])).floor().long().clamp_(0, num_frames - 1)
 
 
-def segment_views(num_frames: int, t: int, num_clips: int) -> torch.Tensor:
-    """(num_clips, t) int64: evenly spaced deterministic views; view k sits at (k+1)/(num_clips+1) of
-    every segment, so the views interleave and one view (num_clips = 1) takes segment centres."""
+def segment_views(num_frames: int, t: int, num_clips: int, offsets: str = DEFAULT_VIEW_OFFSETS) -> torch.Tensor:
+    """(num_clips, t) int64: evenly spaced deterministic views; with ``offsets`` "between" view k
+    sits at (k+1)/(num_clips+1) of every segment, so the views interleave and one view takes the
+    segment centres; with "start" at k/num_clips (one view: the segments' first frames)."""
     _check(num_frames, t)
-    return segment_positions(num_frames, t, num_clips).floor().long().clamp_(0, num_frames - 1)
+    return segment_positions(num_frames, t, num_clips, offsets).floor().long().clamp_(0, num_frames - 1)
 
 
-def segment_positions(length: float, t: int, num_clips: int) -> torch.Tensor:
+def check_view_offsets(offsets: str) -> str:
+    """``offsets`` if it is one of :data:`VIEW_OFFSETS`, else one :class:`ConfigError` line."""
+    if offsets not in VIEW_OFFSETS:
+        raise ConfigError(f"view offsets {show(offsets)} is not one of {', '.join(VIEW_OFFSETS)}")
+    return offsets
+
+
+def segment_positions(length: float, t: int, num_clips: int, offsets: str = DEFAULT_VIEW_OFFSETS) -> torch.Tensor:
     """(num_clips, t) float64 in [0, length): where :func:`segment_views` samples before it rounds
     down to a frame, for a span of ``length`` frames, or seconds (the windows of a long video,
     :mod:`fluxvit.data.windows`, sample by time)."""
@@ -56,8 +72,10 @@ def segment_positions(length: float, t: int, num_clips: int) -> torch.Tensor:
         raise ConfigError(f"a clip needs at least one frame, got {t}")
     if num_clips < 1:
         raise ConfigError(f"need at least one clip per video, got {num_clips}")
+    check_view_offsets(offsets)
     edges = torch.linspace(0, length, t + 1, dtype=torch.float64)
-    frac = torch.arange(1, num_clips + 1, dtype=torch.float64) / (num_clips + 1)  # (K,)
+    k = torch.arange(num_clips, dtype=torch.float64)
+    frac = (k + 1) / (num_clips + 1) if offsets == "between" else k / num_clips  # (K,)
     return edges[:-1] + frac[:, None] * (edges[1:] - edges[:-1])  # (K, t)
 
 
@@ -90,7 +108,13 @@ def dense_views(num_frames: int, t: int, stride: int, num_clips: int) -> torch.T
 # ----------------------------------------------------------------------------- thin wrappers
 @dataclass(frozen=True)
 class SegmentSampler:
-    """Segment (TSN) sampling: ``sample`` for training, ``views`` for testing."""
+    """Segment (TSN) sampling: ``sample`` for training, ``views`` for testing (at ``view_offsets``
+    of the segments: :data:`VIEW_OFFSETS`)."""
+
+    view_offsets: str = DEFAULT_VIEW_OFFSETS
+
+    def __post_init__(self) -> None:
+        check_view_offsets(self.view_offsets)
 
     def sample(self, num_frames: int, t: int, generator: torch.Generator) -> torch.Tensor:
         """(t,) frame indices."""
@@ -98,7 +122,7 @@ class SegmentSampler:
 
     def views(self, num_frames: int, t: int, num_clips: int) -> torch.Tensor:
         """(num_clips, t) frame indices."""
-        return segment_views(num_frames, t, num_clips)
+        return segment_views(num_frames, t, num_clips, self.view_offsets)
 
 
 @dataclass(frozen=True)

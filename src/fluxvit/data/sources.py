@@ -2,7 +2,10 @@
 
 A clip source is anything with ``classes``, ``__len__`` and ``clip(index, grid, generator, train)
 -> (video (3, T, R, R) float, label)``: training clips are segment-sampled and augmented with
-``generator``; validation clips are the central view (middle clip, centre crop). A broken video
+``generator``; validation clips are the central view (middle clip, centre crop). Sources that
+also have ``train_clips(index, grid, generator, repeats) -> (videos, label)`` support repeated
+augmentation (the release's ``--num_sample``): one frame draw, decoded once, augmented
+``repeats`` times (``clip(..., train=True)`` is its first). A broken video
 raises :class:`~fluxvit.errors.VideoError`; the batch planner (:mod:`fluxvit.data.batches`)
 skips, counts and replaces it.
 
@@ -43,6 +46,19 @@ class ClipSource(Protocol):
         ...
 
 
+def train_clips(source: ClipSource, index: int, grid: Grid, generator: torch.Generator,
+                repeats: int = 1) -> tuple[list[torch.Tensor], int]:
+    """``repeats`` augmented training clips of video ``index`` (one frame draw and decode), and its
+    label. One clip is the source's ``clip`` (so a source that overrides only ``clip`` is read
+    through it); more need its ``train_clips`` (without one: a :class:`ConfigError`)."""
+    if repeats == 1:
+        video, label = source.clip(index, grid, generator, train=True)
+        return [video], label
+    if not hasattr(source, "train_clips"):
+        raise ConfigError(f"data.repeated_aug {repeats}: {type(source).__name__} cannot augment a clip twice")
+    return source.train_clips(index, grid, generator, repeats)
+
+
 class TensorClipSource:
     """Decoded clips held in memory: ``videos`` a list of uint8 (F, H, W, 3), ``labels`` ints.
 
@@ -61,18 +77,26 @@ class TensorClipSource:
             raise ValueError(f"{len(videos)} videos but {len(labels)} labels")
         self.videos, self.labels, self.classes = list(videos), [int(v) for v in labels], classes
         self.transform = transform if transform is not None else TrainTransform(flip=0.0)
-        self.eval_transform = EvalTransform(num_crops=1)
+        self.eval_transform = EvalTransform(num_crops=1, resize=self.transform.resize)
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def clip(self, index: int, grid: Grid, generator: torch.Generator | None, train: bool) -> tuple[torch.Tensor, int]:
-        frames = self.videos[index]
         if train:
-            idx = segment_indices(frames.shape[0], grid.frames, generator)
-            return self.transform(frames[idx], (grid.height, grid.width), generator), self.labels[index]
+            videos, label = self.train_clips(index, grid, generator)
+            return videos[0], label
+        frames = self.videos[index]
         idx = segment_views(frames.shape[0], grid.frames, 1)[0]
         return self.eval_transform(frames[idx], grid.height)[0], self.labels[index]
+
+    def train_clips(self, index: int, grid: Grid, generator: torch.Generator,
+                    repeats: int = 1) -> tuple[list[torch.Tensor], int]:
+        """``repeats`` augmentations of one segment-random frame draw of clip ``index``."""
+        frames = self.videos[index]
+        picked = frames[segment_indices(frames.shape[0], grid.frames, generator)]
+        size = (grid.height, grid.width)
+        return [self.transform(picked, size, generator) for _ in range(repeats)], self.labels[index]
 
 
 def synthetic_source(
@@ -109,7 +133,7 @@ class VideoFileSource:
         self.reader = reader if reader is not None else PyAVReader()
         self.sampler = sampler if sampler is not None else SegmentSampler()
         self.transform = transform if transform is not None else TrainTransform()
-        self.eval_transform = EvalTransform(num_crops=1)
+        self.eval_transform = EvalTransform(num_crops=1, resize=self.transform.resize)
         self.classes = list(names) if names else [str(i) for i in range(max(r.label for r in self.records) + 1)]
 
     def __len__(self) -> int:
@@ -117,17 +141,25 @@ class VideoFileSource:
 
     def clip(self, index: int, grid: Grid, generator: torch.Generator | None, train: bool) -> tuple[torch.Tensor, int]:
         """(3, T, H, W) normalised clip of video ``index`` on ``grid``, and its label."""
+        if train:
+            videos, label = self.train_clips(index, grid, generator)
+            return videos[0], label
         record = self.records[index]
-        if not train:
-            n = self.reader.num_frames(record.path)
-            frames = self.reader.read(record.path, self.sampler.views(n, grid.frames, 1)[0])
-            return self.eval_transform(frames, grid.height)[0], record.label
+        n = self.reader.num_frames(record.path)
+        frames = self.reader.read(record.path, self.sampler.views(n, grid.frames, 1)[0])
+        return self.eval_transform(frames, grid.height)[0], record.label
+
+    def train_clips(self, index: int, grid: Grid, generator: torch.Generator,
+                    repeats: int = 1) -> tuple[list[torch.Tensor], int]:
+        """``repeats`` augmentations of one decoded segment-random frame draw of video ``index``."""
+        record = self.records[index]
         # One draw seeds this clip's own stream (before any read: a broken file consumes the same
         # draws as a good one), so a clip's frames and augmentation depend on nothing else.
         clip_gen = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
         n = self.reader.num_frames(record.path)
         frames = self.reader.read(record.path, self.sampler.sample(n, grid.frames, clip_gen))  # (T, H, W, 3)
-        return self.transform(frames, (grid.height, grid.width), clip_gen), record.label
+        size = (grid.height, grid.width)
+        return [self.transform(frames, size, clip_gen) for _ in range(repeats)], record.label
 
 
 def check_paths(annotations: Annotations) -> None:

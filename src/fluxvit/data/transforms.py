@@ -14,18 +14,47 @@ Video layout: float clips are (C, T, H, W) with values in [0, 1] until :func:`no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from fluxvit.errors import ConfigError
+from fluxvit import limits
+from fluxvit.errors import ConfigError, VideoError
+from fluxvit.typecheck import show
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Box = tuple[int, int, int, int]  # top, left, height, width
+
+
+class ClipAugment(Protocol):
+    """A seeded clip augmentation: float (3, T, H, W) and a generator -> the same shape."""
+
+    def __call__(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class FrameAugment(ClipAugment, Protocol):
+    """A clip augmentation that works frame by frame: ``frozen(generator)`` makes the clip's
+    draws and returns the function applying them to any of its frames
+    (:class:`fluxvit.data.augment.RandAugment`)."""
+
+    def frozen(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
+
+# Frames of the whole decoded video RandAugment converts and augments at a time: its float
+# intermediates of 16 1080p frames were 1.2-3.8 GB per loader worker, of 4 a quarter of that.
+AUGMENT_FRAMES = 4
+
+
+# How frames are resized. "release": as the official release, bilinear without antialiasing in
+# training (its random resized crop) and OpenCV's linear filter on the whole frame at test time
+# (short side, then the crops); "antialias": antialiased bilinear of the crop, both ways.
+RESIZE_MODES = ("release", "antialias")
+DEFAULT_RESIZE = "release"
 
 
 # ----------------------------------------------------------------------------- layout and resize
@@ -36,12 +65,21 @@ def to_float_clip(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(3, 0, 1, 2).float().div_(255.0)
 
 
-def resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, T, H, W) float -> (C, T, h, w), bilinear with antialiasing (so downscaling does not alias)."""
+def check_resize(mode: str) -> str:
+    """``mode`` if it is one of :data:`RESIZE_MODES`, else one :class:`ConfigError` line."""
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"resize {show(mode)} is not one of {', '.join(RESIZE_MODES)}")
+    return mode
+
+
+def resize(video: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    """(C, T, H, W) float -> (C, T, h, w), bilinear (half-pixel centres); ``antialias``: widen the
+    filter when downscaling so fine detail does not alias (off: the release's ``interpolate`` and,
+    up to OpenCV's fixed-point rounding, its ``cv2.resize(..., INTER_LINEAR)``)."""
     if tuple(video.shape[-2:]) == tuple(size):
         return video
     frames = video.transpose(0, 1)  # (T, C, H, W): time as the batch, one call for the whole clip
-    out = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+    out = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=antialias)
     return out.transpose(0, 1).clamp_(0.0, 1.0)
 
 
@@ -122,10 +160,30 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def crop_resize(frames: torch.Tensor, box: Box, size: tuple[int, int]) -> torch.Tensor:
+def crop_resize(frames: torch.Tensor, box: Box, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (3, T, *size) in [0, 1]: crop ``box`` first, then resize."""
     top, left, h, w = box
-    return resize(to_float_clip(frames[:, top:top + h, left:left + w]), size)
+    return resize(to_float_clip(frames[:, top:top + h, left:left + w]), size, antialias)
+
+
+def release_test_boxes(height: int, width: int, size: int, num_crops: int) -> tuple[tuple[int, int], list[Box]]:
+    """The release's test-time geometry for ``size``: the frame resized to (h, w) with the short
+    side ``size`` and the long side ``int(size * long / short)`` (its ``get_resize_sizes``), and
+    ``num_crops`` square crops of that frame starting at ``int(k * (long - size) / (num_crops - 1))``
+    along the long side (one crop: ``int((long - size) / 2)``)."""
+    if num_crops < 1:
+        raise ConfigError(f"need at least one crop, got {num_crops}")
+    if height > width:  # the release's rule for which side is short: width < height
+        h, w = int(size * height / width), size
+    else:
+        h, w = size, int(size * width / height)
+    long = max(h, w)
+    step = (long - size) / (2 if num_crops == 1 else num_crops - 1)
+    boxes = []
+    for k in range(num_crops):
+        start = int(step if num_crops == 1 else k * step)
+        boxes.append((start, 0, size, size) if h >= w else (0, start, size, size))
+    return (h, w), boxes
 
 
 # ----------------------------------------------------------------------------- flip, normalise
@@ -148,140 +206,75 @@ def normalize(video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: S
     return (video - m) / s
 
 
-# ----------------------------------------------------------------------------- RandAugment
-def _grey(video: torch.Tensor) -> torch.Tensor:
-    """(3, T, H, W) -> (1, T, H, W) luma (ITU-R 601), as PIL's "L" mode computes it."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=video.dtype).view(3, 1, 1, 1)
-    return (video * w).sum(0, keepdim=True)
-
-
-def _blend(a: torch.Tensor, b: torch.Tensor, factor: float) -> torch.Tensor:
-    """b + factor * (a - b), clamped: factor 1 keeps ``a``, 0 gives ``b`` (PIL's ImageEnhance)."""
-    return (b + factor * (a - b)).clamp_(0.0, 1.0)
-
-
-def _affine(video: torch.Tensor, theta: list[list[float]]) -> torch.Tensor:
-    """Warp every frame by the same 2x3 affine ``theta`` (normalised coordinates), grey fill."""
-    c, t, h, w = video.shape
-    frames = video.transpose(0, 1) - 0.5  # grid_sample fills with 0: shift so the fill is grey
-    mat = torch.tensor(theta, dtype=video.dtype).expand(t, 2, 3)
-    grid = F.affine_grid(mat, [t, c, h, w], align_corners=False)
-    out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return (out + 0.5).transpose(0, 1).clamp_(0.0, 1.0)
-
-
-def _sharpness(video: torch.Tensor, factor: float) -> torch.Tensor:
-    c, t, h, w = video.shape
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], dtype=video.dtype) / 13.0
-    frames = video.reshape(c * t, 1, h, w)
-    smooth = F.conv2d(F.pad(frames, (1, 1, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 3))
-    return _blend(video, smooth.view(c, t, h, w), factor)
-
-
-def _autocontrast(video: torch.Tensor) -> torch.Tensor:
-    lo = video.amin(dim=(1, 2, 3), keepdim=True)  # per channel over the whole clip: clip-consistent
-    hi = video.amax(dim=(1, 2, 3), keepdim=True)
-    return ((video - lo) / (hi - lo).clamp_min(1e-6)).clamp_(0.0, 1.0)
-
-
-# op name -> f(video, level) with level in [-1, 1] (sign chosen at random for symmetric ops)
-_OPS = {
-    "identity": lambda v, s: v,
-    "autocontrast": lambda v, s: _autocontrast(v),
-    "brightness": lambda v, s: _blend(v, torch.zeros_like(v), 1.0 + 0.9 * s),
-    "color": lambda v, s: _blend(v, _grey(v).expand_as(v), 1.0 + 0.9 * s),
-    "contrast": lambda v, s: _blend(v, _grey(v).mean().expand_as(v), 1.0 + 0.9 * s),
-    "sharpness": lambda v, s: _sharpness(v, 1.0 + 0.9 * s),
-    "posterize": lambda v, s: torch.floor(v * 255.0 / 2 ** int(4 * abs(s))) * 2 ** int(4 * abs(s)) / 255.0,
-    "solarize": lambda v, s: torch.where(v >= 1.0 - abs(s), 1.0 - v, v),
-    "rotate": lambda v, s: _affine(v, [[math.cos(s * math.pi / 6), -math.sin(s * math.pi / 6), 0.0],
-                                       [math.sin(s * math.pi / 6), math.cos(s * math.pi / 6), 0.0]]),
-    "shear_x": lambda v, s: _affine(v, [[1.0, 0.3 * s, 0.0], [0.0, 1.0, 0.0]]),
-    "shear_y": lambda v, s: _affine(v, [[1.0, 0.0, 0.0], [0.3 * s, 1.0, 0.0]]),
-    "translate_x": lambda v, s: _affine(v, [[1.0, 0.0, 0.9 * s], [0.0, 1.0, 0.0]]),
-    "translate_y": lambda v, s: _affine(v, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.9 * s]]),
-}
-RAND_AUGMENT_OPS = tuple(_OPS)
-
-
-def rand_augment(
-    video: torch.Tensor,
-    generator: torch.Generator,
-    num_ops: int = 2,
-    magnitude: float = 9.0,
-    magnitude_std: float = 0.5,
-    ops: Sequence[str] = RAND_AUGMENT_OPS,
-) -> torch.Tensor:
-    """RandAugment on a whole clip: ``num_ops`` ops drawn once and applied identically to every frame.
-
-    ``video``: float (3, T, H, W) in [0, 1]. ``magnitude`` is on RandAugment's 0..10 scale, jittered
-    per op by a normal of std ``magnitude_std`` (timm's "mstd"); symmetric ops take a random sign.
-    Geometric ranges at magnitude 10: rotate 30 degrees, shear 0.3, translate 45% of the half-size.
-    """
-    for name in ops:
-        if name not in _OPS:
-            raise ConfigError(f"unknown RandAugment op {name!r}; choose from {', '.join(_OPS)}")
-    for _ in range(num_ops):
-        name = ops[int(torch.randint(len(ops), (), generator=generator))]
-        m = magnitude + magnitude_std * float(torch.randn((), generator=generator)) if magnitude_std else magnitude
-        level = min(max(m, 0.0), 10.0) / 10.0
-        sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
-        video = _OPS[name](video, sign * level)
-    return video
-
-
-@dataclass(frozen=True)
-class RandAugment:
-    """Clip-consistent RandAugment (see :func:`rand_augment`)."""
-
-    num_ops: int = 2
-    magnitude: float = 9.0
-    magnitude_std: float = 0.5
-    ops: tuple[str, ...] = RAND_AUGMENT_OPS
-
-    def __call__(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return rand_augment(video, generator, self.num_ops, self.magnitude, self.magnitude_std, self.ops)
-
-
 # ----------------------------------------------------------------------------- the two pipelines
 @dataclass(frozen=True)
 class TrainTransform:
-    """uint8 (T, H, W, 3) -> normalised float (3, T, R, R): random resized crop (``scale`` of the area,
-    aspect ``ratio``), optional clip-consistent RandAugment, horizontal flip with probability
-    ``flip`` (0 for direction-sensitive data such as SSv2), normalisation.
+    """uint8 (T, H, W, 3) -> normalised float (3, T, R, R): optional clip-consistent RandAugment
+    (``augment``, :class:`fluxvit.data.augment.RandAugment`) on the whole frames, random resized crop
+    (``scale`` of the area, aspect ``ratio``), horizontal flip with probability ``flip`` (0 for
+    direction-sensitive data such as SSv2), normalisation, optional random erasing (``erase``,
+    :class:`fluxvit.data.augment.RandomErasing`), in the release's order.
 
-    The defaults are the release's fine-tuning recipe (scale 0.08-1, ratio 3/4-4/3, flip 0.5).
+    The defaults are the release's crop and flip (scale 0.08-1, ratio 3/4-4/3, flip 0.5) and its
+    resize (``resize``: bilinear without antialiasing); augmentation is off unless given.
     """
 
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
-    augment: RandAugment | None = None
+    augment: FrameAugment | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    erase: ClipAugment | None = None
+    resize: str = DEFAULT_RESIZE
+
+    def __post_init__(self) -> None:
+        check_resize(self.resize)
 
     def __call__(self, frames: torch.Tensor, size: int | tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         hw = (size, size) if isinstance(size, int) else tuple(size)
+        antialias = self.resize == "antialias"
         box = random_resized_crop_box(frames.shape[1], frames.shape[2], self.scale, self.ratio, generator)
-        video = crop_resize(frames, box, hw)
-        if self.augment is not None:
-            video = self.augment(video, generator)
+        if self.augment is None:
+            video = crop_resize(frames, box, hw, antialias)  # the cheap way: only the box is converted
+        else:  # as the release: RandAugment sees the whole frame (its rotations' corners mostly cropped away)
+            augment = self.augment.frozen(generator)  # one clip's draws, for all its frames
+            video = torch.cat([resize(crop(augment(to_float_clip(part)), box), hw, antialias)
+                               for part in frames.split(AUGMENT_FRAMES)], dim=1)
         if self.flip:
             video = random_horizontal_flip(video, self.flip, generator)
-        return normalize(video, self.mean, self.std)
+        video = normalize(video, self.mean, self.std)
+        return video if self.erase is None else self.erase(video, generator)
 
 
 @dataclass(frozen=True)
 class EvalTransform:
     """uint8 (T, H, W, 3) -> normalised float (num_crops, 3, T, R, R): resize the short side to R,
-    then ``num_crops`` R x R crops along the long side (1: centre crop; 3: the usual test crops)."""
+    then ``num_crops`` R x R crops along the long side (1: centre crop; 3: the usual test crops).
+
+    ``resize="release"``: as the release tests, the whole frame is resized without antialiasing
+    (OpenCV's linear filter) to its :func:`release_test_boxes` size, then cropped;
+    ``"antialias"``: each crop is a square box of the original frame, resized once, antialiased."""
 
     num_crops: int = 1
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = DEFAULT_RESIZE
+
+    def __post_init__(self) -> None:
+        check_resize(self.resize)
 
     def __call__(self, frames: torch.Tensor, size: int) -> torch.Tensor:
         h, w = frames.shape[1], frames.shape[2]
+        if self.resize == "release":
+            shape, boxes = release_test_boxes(h, w, size, self.num_crops)
+            # A thin frame's long side grows with it (2x4000 px at 224: 448,000 px): the resized
+            # frame's pixels are capped as a decoded frame's are, a video error to skip and count.
+            limits.CLIP_PIXELS.check(frames.shape[0] * shape[0] * shape[1],
+                                     f"{frames.shape[0]} frames of {h}x{w} resized to {shape[0]}x{shape[1]}",
+                                     VideoError)
+            video = resize(to_float_clip(frames), shape, antialias=False)
+            return torch.stack([normalize(crop(video, b), self.mean, self.std) for b in boxes])
         side = min(h, w)
         # the R x R crops of the short-side-resized frame are side x side boxes of the original
         boxes = spatial_crop_boxes(h, w, side, self.num_crops)

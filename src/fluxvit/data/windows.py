@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from fluxvit import limits
-from fluxvit.data.sampling import segment_positions
+from fluxvit.data.sampling import DEFAULT_VIEW_OFFSETS, check_view_offsets, segment_positions
 from fluxvit.data.transforms import short_side_size
 from fluxvit.data.video import (
     DECODER_ERRORS,
@@ -124,16 +124,19 @@ def plan_windows(duration: float, window: float, stride: float) -> list[tuple[fl
     return plan
 
 
-def window_times(start: float, end: float, frames: int, clips: int = 1) -> torch.Tensor:
+def window_times(start: float, end: float, frames: int, clips: int = 1,
+                 offsets: str = DEFAULT_VIEW_OFFSETS) -> torch.Tensor:
     """(clips, frames) float64: the instants (seconds) window [start, end) samples, where
-    :func:`~fluxvit.data.sampling.segment_views` samples a video of that span."""
-    return start + segment_positions(end - start, frames, clips)
+    :func:`~fluxvit.data.sampling.segment_views` samples a video of that span (clips at
+    ``offsets`` of each segment)."""
+    return start + segment_positions(end - start, frames, clips, offsets)
 
 
 def iter_windows(
     source: str | os.PathLike, window: float, stride: float, frames: int, clips: int = 1, size: int | None = None,
     *, live: bool = False, format: str | None = None, threads: int = 1, open_timeout: float = OPEN_TIMEOUT_S,
     read_timeout: float = READ_TIMEOUT_S, stop: threading.Event | None = None, prefetch: int = 2,
+    offsets: str = DEFAULT_VIEW_OFFSETS,
 ) -> Iterator[Window]:
     """The windows of ``source`` in order, each a :class:`Window` of ``clips * frames`` frames,
     decoded in one sequential pass (module docstring).
@@ -141,7 +144,10 @@ def iter_windows(
     ``source``: a video file (its duration planned with :func:`plan_windows`), or with ``live``
     anything FFmpeg opens (a URL, a device with its input ``format`` such as ``v4l2``, a pipe, a
     file), windowed until it ends. ``size``: frames are scaled so their short side is ``size``
-    (the model's resolution), else kept whole. ``threads``: FFmpeg decoder threads. Opening may
+    (the model's resolution) by FFmpeg's scaler as they are decoded, which bounds the memory the
+    open windows hold (the model's own resize filter then only crops), else kept whole.
+    ``offsets``: where each window's clips sit in its segments (as a model was trained:
+    :data:`~fluxvit.data.sampling.VIEW_OFFSETS`). ``threads``: FFmpeg decoder threads. Opening may
     take ``open_timeout`` seconds, a network source may go ``read_timeout`` seconds without data;
     past either it is a :class:`VideoError`. ``stop``: once set, the iterator ends (what was
     decoded but not yet yielded is dropped). ``prefetch``: windows decoded ahead.
@@ -150,6 +156,7 @@ def iter_windows(
     before anything is decoded: a bad value is a :class:`ConfigError`, an unreadable file or a
     window longer than the video a :class:`VideoError` naming the file."""
     check_window(window, stride)
+    check_view_offsets(offsets)
     for key, value, lo in (("frames", frames, 1), ("clips", clips, 1), ("size", size, 1), ("threads", threads, 0),
                            ("prefetch", prefetch, 1)):
         if value is None and key == "size":
@@ -187,7 +194,7 @@ def iter_windows(
 
     def decode(halt: threading.Event) -> Iterator[Window]:
         return _decode_windows(opener, plan, window, stride, frames, clips, size, name, duration, last, planned,
-                               read_timeout, halt)
+                               read_timeout, halt, offsets)
 
     # FFmpeg's own open timeout cannot end a wait in the system (a FIFO no one writes to): this one can
     late = VideoError(f"{name}: {_doing(live)} (no answer within {open_timeout:g} s)")
@@ -317,7 +324,7 @@ class _OpenWindow:
 def _decode_windows(
     opener: Callable[[], tuple], plan: Iterator[tuple[float, float]], window: float, stride: float, frames: int,
     clips: int, size: int | None, name: str, duration: float | None, last: tuple[float, float] | None,
-    planned: int | None, read_timeout: float, halt: threading.Event,
+    planned: int | None, read_timeout: float, halt: threading.Event, offsets: str = DEFAULT_VIEW_OFFSETS,
 ) -> Iterator[Window]:
     """The windows of ``plan`` from the (container, stream) ``opener()`` opens, in one pass (with
     the reader's own rules: ``decoded_frames`` skips damaged packets, ``video_error_reason`` words
@@ -350,7 +357,7 @@ def _decode_windows(
             return prev_image
 
         def opening(start: float, end: float) -> _OpenWindow:
-            return _OpenWindow(start, end, window_times(start, end, frames, clips).flatten().numpy())
+            return _OpenWindow(start, end, window_times(start, end, frames, clips, offsets).flatten().numpy())
 
         try:
             for frame in decoded_frames(container, stream, errors):

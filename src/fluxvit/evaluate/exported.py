@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from fluxvit import limits
+from fluxvit.data.preprocessing import META_KEY as PREPROCESSING_KEY
 from fluxvit.errors import CheckpointError, ConfigError, reason
 from fluxvit.files import regular_file
 from fluxvit.flux.grid import Grid
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 META_KEY = "fluxvit"  # ONNX metadata_props key; the .pt2 extra file is META_KEY + ".json"
 EXTRA_FILE = f"{META_KEY}.json"
 ARTIFACT_FORMAT = "fluxvit-export"
-ARTIFACT_VERSION = 1
+# 2: preprocessing.resize is the filter's name (release | antialias) beside view_offsets, the
+# description moved to resize_rule; version 1 artifacts were all made with the antialiased filter
+ARTIFACT_VERSION = 2
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}  # format -> file suffix
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
 ONNX_INSTALL = "pip install 'fluxvit[onnx]'"
@@ -97,7 +100,11 @@ class ExportedModel:
         self.batch: int = meta["batch"]
         self.rows: int = meta["rows"]
         self.preprocessing: dict = meta.get("preprocessing") or {}
-        self.checkpoint_meta: dict = {}  # no Token Optimization record: the grid is fixed
+        # No Token Optimization record (the grid is fixed); how inputs are made, as a checkpoint says
+        # it (checked where it is read). A version 1 artifact was made with the antialiased resize.
+        made = ({k: self.preprocessing[k] for k in ("resize", "view_offsets") if k in self.preprocessing}
+                if meta.get("version", 1) >= 2 else {"resize": "antialias"})
+        self.checkpoint_meta: dict = {PREPROCESSING_KEY: made}
         self.checkpoint_path = path
         self._run = run  # (rows, 3, T, H, W) float32 CPU/device tensor -> (rows, K) float32 tensor
         self._device = device

@@ -37,6 +37,7 @@ import torch
 from fluxvit import distributed, limits
 from fluxvit.atomic import atomic_write
 from fluxvit.data.annotations import Annotations, VideoRecord
+from fluxvit.data.preprocessing import preprocessing_of
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.runner import Views, check_finite, check_loading, forward_views, run_views, view_loader
 from fluxvit.flux.grid import Grid
@@ -130,7 +131,8 @@ def _window_rows(model, annotations: Annotations, mine: list[int], grid: Grid, w
     with torch.no_grad():
         for vid in videos:  # one video at a time: the same file listed twice is two inputs
             label, number = annotations.records[vid].label, 0
-            for batch in window_batches([annotations.records[vid].path], grid, window, stride, views, batch_size):
+            for batch in window_batches([annotations.records[vid].path], grid, window, stride, views, batch_size,
+                                        preprocessing=preprocessing_of(model)):
                 if batch.error is not None:
                     broken.append(batch.error)
                     break
@@ -178,7 +180,7 @@ def extract_features(
     collect = _Rows(tokens, views, n, model.config.embed_dim)
     model.to(placement.device).eval()
     if window is None:
-        loader = view_loader(annotations, grid, views, workers, mine, batch_size)
+        loader = view_loader(annotations, grid, views, workers, mine, batch_size, preprocessing_of(model))
         stats = run_views(model, loader, budget, head, collect.add_views, placement, progress=progress,
                           desc="features", selector=selector, video_name=lambda i: str(annotations.records[i].path),
                           with_tokens=tokens)

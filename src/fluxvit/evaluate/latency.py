@@ -128,14 +128,14 @@ def measure_end_to_end(
     views) on ``placement``. Grids that differ only in their budget are decoded and
     preprocessed once: only their forwards differ. Decoding depends on the video (size, codec, key frames): give one
     like those the deployment will see."""
-    from fluxvit.data.sampling import SegmentSampler
-    from fluxvit.data.transforms import EvalTransform
+    from fluxvit.data.preprocessing import preprocessing_of
     from fluxvit.data.video import PyAVReader
     from fluxvit.evaluate.runner import Views
 
     views = views or Views()
     reader = reader if reader is not None else PyAVReader()
-    sampler, transform = SegmentSampler(), EvalTransform(num_crops=views.crops)
+    pre = preprocessing_of(model)
+    sampler, transform = pre.sampler(), pre.transform(views.crops)
     device = placement.device
     model.to(device).eval()
     n = reader.num_frames(video)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from fluxvit.data.annotations import VIDEO_EXTENSIONS, find_videos
-from fluxvit.data.sampling import SegmentSampler
-from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from fluxvit.data.preprocessing import Preprocessing, preprocessing_of
+from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fluxvit.data.video import PyAVReader, VideoReader
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.runner import Views, check_finite, check_loading
@@ -45,16 +45,20 @@ def check_topk(topk: int) -> None:
         raise ConfigError(f"top-k must be a positive integer, got {show(topk)}")
 
 
-def read_views(path: str | os.PathLike, grid: Grid, views: Views, reader: VideoReader | None = None) -> torch.Tensor:
-    """Normalised views (clips * crops, 3, T, R, R) of one video; raises VideoError if unreadable."""
+def read_views(path: str | os.PathLike, grid: Grid, views: Views, reader: VideoReader | None = None,
+               preprocessing: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """Normalised views (clips * crops, 3, T, R, R) of one video, sampled and resized as
+    ``preprocessing`` says (a model's: :func:`~fluxvit.data.preprocessing.preprocessing_of`);
+    raises VideoError if unreadable."""
     reader = reader or PyAVReader()
-    idx = SegmentSampler().views(reader.num_frames(path), grid.frames, views.clips)  # (K, T)
-    return clip_views(reader.read(path, idx.flatten()).unflatten(0, idx.shape), grid, views)
+    idx = preprocessing.sampler().views(reader.num_frames(path), grid.frames, views.clips)  # (K, T)
+    return clip_views(reader.read(path, idx.flatten()).unflatten(0, idx.shape), grid, views, preprocessing)
 
 
-def clip_views(frames: torch.Tensor, grid: Grid, views: Views) -> torch.Tensor:
+def clip_views(frames: torch.Tensor, grid: Grid, views: Views, preprocessing: Preprocessing = Preprocessing()
+               ) -> torch.Tensor:
     """uint8 (clips, T, H, W, 3) -> normalised views (clips * crops, 3, T, R, R), R = the grid's."""
-    transform = EvalTransform(num_crops=views.crops)
+    transform = preprocessing.transform(views.crops)
     return torch.cat([transform(clip, grid.height) for clip in frames])
 
 
@@ -83,7 +87,7 @@ def predict_video(
     check_topk(topk)
     grid.check_size(model.patch_size)
     budget = grid.num_tokens(model.patch_size)
-    video = read_views(path, grid, views, reader)
+    video = read_views(path, grid, views, reader, preprocessing_of(model))
     model.to(placement.device).eval()
     probs = _probabilities(model, video, budget if grid.budget else None, selector, placement, lambda _i: str(path))
     top = _top(probs.mean(0), topk, model.class_names)
@@ -95,7 +99,7 @@ def show_tokens(
     selector: str = "group_dynamic", placement: Placement = Placement(),
 ) -> Path:
     """Write a PNG of the first view's frames with the kept tokens bright and the dropped dimmed."""
-    video = read_views(path, grid, Views(1, 1), reader)[:1]  # (1, 3, T, R, R)
+    video = read_views(path, grid, Views(1, 1), reader, preprocessing_of(model))[:1]  # (1, 3, T, R, R)
     return save_png(token_picture(model, video, grid, selector, placement), out)
 
 
@@ -183,8 +187,9 @@ def _predict_batches(model, paths: list[Path], grid: Grid, views: Views, topk: i
     if not paths:
         return
     records = [VideoRecord(p, 0, f"input {i + 1}") for i, p in enumerate(paths)]
-    dataset = SkipBroken(VideoViewDataset(records, grid.with_budget(None), num_clips=views.clips,
-                                          transform=EvalTransform(num_crops=views.crops)))
+    pre = preprocessing_of(model)
+    dataset = SkipBroken(VideoViewDataset(records, grid.with_budget(None), sampler=pre.sampler(),
+                                          num_clips=views.clips, transform=pre.transform(views.crops)))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers,
                         prefetch_factor=2 if workers else None)
     budget = grid.num_tokens(model.patch_size) if grid.budget else None
@@ -253,7 +258,8 @@ class WindowBatch:
 
 def window_batches(sources: Sequence[str | os.PathLike], grid: Grid, window: float, stride: float,
                    views: Views = Views(), batch_size: int = 1, live: bool = False,
-                   stream_format: str | None = None, stop: threading.Event | None = None) -> Iterator[WindowBatch]:
+                   stream_format: str | None = None, stop: threading.Event | None = None,
+                   preprocessing: Preprocessing = Preprocessing()) -> Iterator[WindowBatch]:
     """Each source window by window (:func:`fluxvit.data.windows.iter_windows`: one sequential
     decoding pass, memory flat in the length), ``batch_size`` windows at a time, each window's
     frames through the same views and preprocessing as a whole video's (:func:`clip_views`).
@@ -268,10 +274,11 @@ def window_batches(sources: Sequence[str | os.PathLike], grid: Grid, window: flo
         name = str(source)
         try:
             windows = iter_windows(source, window, stride, grid.frames, views.clips, grid.height, live=live,
+                                   offsets=preprocessing.view_offsets,
                                    format=stream_format, stop=stop)
             while chunk := list(itertools.islice(windows, batch_size)):
-                video = torch.cat([clip_views(w.frames.unflatten(0, (views.clips, grid.frames)), grid, views)
-                                   for w in chunk])
+                video = torch.cat([clip_views(w.frames.unflatten(0, (views.clips, grid.frames)), grid, views,
+                                              preprocessing) for w in chunk])
                 yield WindowBatch(name, chunk, video)
         except VideoError as e:
             yield WindowBatch(name, [], error=str(e))
@@ -285,7 +292,8 @@ def _predict_windows(model, sources, grid: Grid, window: float, stride: float, v
                      ) -> Iterator[WindowPrediction | PredictionError]:
     per_window = views.clips * views.crops
     model.to(placement.device).eval()
-    for batch in window_batches(sources, grid, window, stride, views, batch_size, live, stream_format, stop):
+    for batch in window_batches(sources, grid, window, stride, views, batch_size, live, stream_format, stop,
+                                preprocessing_of(model)):
         if batch.error is not None:
             yield PredictionError(batch.source, batch.error)
             continue

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Subset
 from fluxvit import distributed, limits
 from fluxvit.data.annotations import Annotations
 from fluxvit.data.datasets import BrokenClip, CountBroken, SkipBroken, VideoViewDataset, collate_clips, records_of
+from fluxvit.data.preprocessing import Preprocessing, preprocessing_of
 from fluxvit.data.sampling import SegmentSampler
-from fluxvit.data.transforms import EvalTransform
 from fluxvit.data.video import PyAVReader
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.metrics import ViewAccumulator
@@ -112,13 +112,14 @@ def check_labels(model, annotations: Annotations) -> None:
 
 def view_loader(
     annotations: Annotations, grid: Grid, views: Views = Views(), workers: int = 0,
-    indices: Sequence[int] | None = None, batch_size: int = 1,
+    indices: Sequence[int] | None = None, batch_size: int = 1, preprocessing: Preprocessing = Preprocessing(),
 ) -> CountBroken:
-    """Batches of ``batch_size`` videos, (B, V, 3, T, R, R), decoded in ``workers`` processes;
-    broken videos skipped and counted."""
+    """Batches of ``batch_size`` videos, (B, V, 3, T, R, R), decoded in ``workers`` processes,
+    sampled and resized as ``preprocessing`` says (the model's: :func:`preprocessing_of`); broken
+    videos skipped and counted."""
     check_loading(batch_size, workers)
-    dataset = SkipBroken(VideoViewDataset(annotations, grid.with_budget(None), num_clips=views.clips,
-                                          transform=EvalTransform(num_crops=views.crops)))
+    dataset = SkipBroken(VideoViewDataset(annotations, grid.with_budget(None), sampler=preprocessing.sampler(),
+                                          num_clips=views.clips, transform=preprocessing.transform(views.crops)))
     if indices is not None:
         dataset = Subset(dataset, list(indices))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips, num_workers=workers,
@@ -259,7 +260,7 @@ def evaluate(
     acc = ViewAccumulator(model.num_classes)
     job = distributed.current()  # under torchrun: this rank's share of the videos, then everyone's
     rows = distributed.shard(list(indices) if indices is not None else list(range(len(annotations))), job)
-    loader = view_loader(annotations, grid, views, workers, rows, batch_size)
+    loader = view_loader(annotations, grid, views, workers, rows, batch_size, preprocessing_of(model))
     stats = run_views(model, loader, budget, head, lambda lg, _e, y, ids: acc.add(lg, y, ids.tolist()),
                       placement, progress=progress, desc=f"eval {grid}", selector=selector,
                       video_name=_names(annotations))
@@ -302,12 +303,12 @@ class UnionFrames(torch.utils.data.Dataset):
     frames (what :class:`VideoViewDataset` would read for each grid separately)."""
 
     def __init__(self, annotations: Annotations, frame_counts: Sequence[int], num_clips: int,
-                 indices: Sequence[int] | None = None, reader=None) -> None:
+                 indices: Sequence[int] | None = None, reader=None, sampler: SegmentSampler | None = None) -> None:
         self.records = records_of(annotations)
         self.rows = list(indices) if indices is not None else list(range(len(self.records)))
         self.frame_counts, self.num_clips = sorted(set(frame_counts)), num_clips
         self.reader = reader if reader is not None else PyAVReader()
-        self.sampler = SegmentSampler()
+        self.sampler = sampler if sampler is not None else SegmentSampler()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -338,7 +339,8 @@ def token_optimization_scorer(
     check_labels(model, annotations)
     check_loading(batch_size, workers)
     name = _names(annotations)
-    transform = EvalTransform(num_crops=views.crops)
+    pre = preprocessing_of(model)
+    transform = pre.transform(views.crops)
     device = placement.device
 
     def score_many(grids: Sequence[Grid], on_subset: bool) -> dict[Grid, Score]:
@@ -347,7 +349,7 @@ def token_optimization_scorer(
             g.num_tokens(model.patch_size)  # checks the patch size and the budget, before any decoding
         job = distributed.current()  # under torchrun: this rank's share of the videos, then everyone's
         rows = distributed.shard(picked if on_subset else list(range(len(annotations))), job)
-        data = UnionFrames(annotations, [g.frames for g in grids], views.clips, rows)
+        data = UnionFrames(annotations, [g.frames for g in grids], views.clips, rows, sampler=pre.sampler())
         loader = DataLoader(SkipBroken(data), batch_size=None, num_workers=workers)
         accumulators = {g: ViewAccumulator(model.num_classes) for g in grids}
         model.to(device).eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from fluxvit import limits
 from fluxvit.errors import ConfigError
 
 _GRID_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)(?:\s*[xX]\s*(\d+))?\s*$")
@@ -178,3 +179,22 @@ class FluxGrid:
         most = max(g.num_patches(self.patch_size) for g in self._grids)
         if budget > most:
             raise ConfigError(f"token budget {budget} is larger than any flux grid's tokens (max {most})")
+
+
+def check_run_grid(grid: str | Grid, patch: int, key: str, budget: int | None = None) -> Grid:
+    """``grid`` (``TxR`` text or a Grid), a grid the run uses, checked: its form, H and W
+    multiples of ``patch``, its tokens and frame pixels within the caps, ``budget`` within its
+    tokens. Errors name ``key``."""
+    try:
+        grid = Grid.parse(grid) if isinstance(grid, str) else grid
+        grid.check_patch(patch)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    limits.GRID_TOKENS.check(grid.num_patches(patch), f"{key} {grid}")
+    limits.FRAME_PIXELS.check(grid.height * grid.width, f"{key} {grid}")
+    if budget is not None:
+        try:
+            grid.with_budget(budget).num_tokens(patch)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    return grid

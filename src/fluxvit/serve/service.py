@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from fluxvit.data.preprocessing import preprocessing_of
 from fluxvit.errors import ConfigError, FluxViTError
 from fluxvit.evaluate.runner import Views, sampling_grid
 from fluxvit.flux.grid import Grid
@@ -145,6 +146,7 @@ class InferenceService:
         self.placement = placement
         self.settings = settings
         self.views = Views.parse(settings.views)
+        self.preprocessing = preprocessing_of(model)
         self.upload_dir = Path(tempfile.mkdtemp(prefix="fluxvit-serve-"))  # removed by close()
         try:
             if points is None:
@@ -232,7 +234,7 @@ class InferenceService:
             reader = self._reader()
             reader.limit_time(self.settings.decode_timeout_s)
             try:
-                job.video = read_views(job.path, point.grid, self.views, reader)
+                job.video = read_views(job.path, point.grid, self.views, reader, self.preprocessing)
             finally:
                 reader.limit_time(None)
             job.decode_ms = 1e3 * (time.perf_counter() - start)

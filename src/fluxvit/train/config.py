@@ -23,12 +23,16 @@ import yaml
 
 from fluxvit import limits
 from fluxvit.atomic import write_text
+from fluxvit.data.augment import ERASING_MODES
+from fluxvit.data.sampling import DEFAULT_VIEW_OFFSETS, VIEW_OFFSETS
+from fluxvit.data.transforms import DEFAULT_RESIZE, RESIZE_MODES
 from fluxvit.errors import ConfigError
 from fluxvit.files import read_text
-from fluxvit.flux.grid import GRID_PER, FluxGrid, Grid
+from fluxvit.flux.grid import GRID_PER, FluxGrid, Grid, check_run_grid
 from fluxvit.typecheck import bounds, coerce, in_range, show
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp16 trains with a gradient scaler (GPUs without bf16: V100, T4)
+WANDB_MODES = ("online", "offline")
 DATA_SOURCES = ("csv", "synthetic")
 DEVICES = "auto, cpu, cuda, cuda:N"
 _DEVICE_RE = re.compile(r"^(?:auto|cpu|cuda(?::\d{1,3})?)$")  # as fluxvit.placement reads it
@@ -67,6 +71,19 @@ class ModelConfig:
 
 
 @dataclass
+class RandomErasingConfig:
+    """Random erasing after normalisation (the release's --reprob/--remode/--recount): with
+    probability ``prob`` a clip gets ``count`` boxes (2-33% of the frame, aspect 0.3-3.3), the same
+    boxes on every frame (``per_clip``; false: boxes drawn per frame), filled by ``mode``: const
+    (zeros), rand (one normal colour per box) or pixel (normal noise per pixel)."""
+
+    prob: float = field(default=0.0, metadata=_PROBABILITY)
+    mode: str = "pixel"
+    count: int = field(default=1, metadata=bounds(1, 16))
+    per_clip: bool = True
+
+
+@dataclass
 class DataConfig:
     """Where clips come from. ``source``: ``csv`` (annotation files, decoded by the data
     pipeline) or ``synthetic`` (the synthetic benchmark rendered in memory, no files)."""
@@ -92,6 +109,19 @@ class DataConfig:
     # ranges (0 < min <= max <= 1; 0 < min <= max) are checked as pairs by validate().
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    # RandAugment as timm spells it (the release: rand-m7-n4-mstd0.5-inc1); null: none
+    rand_augment: str | None = None
+    random_erasing: RandomErasingConfig = field(default_factory=lambda: RandomErasingConfig())
+    # augmented samples of each video per step (the release's --num_sample): data.batch_size clips
+    # per rank hold batch_size / repeated_aug videos, each decoded once and augmented this many times
+    repeated_aug: int = field(default=1, metadata=_meta(1, cap=limits.BATCH_SIZE))
+    # how frames are resized: release (bilinear without antialiasing in training, OpenCV's linear
+    # filter at test time, as the release) or antialias (antialiased bilinear); recorded in the
+    # checkpoint, so evaluation resizes as training did
+    resize: str = DEFAULT_RESIZE
+    # where a video's test clips sit in its segments: between ((k+1)/(K+1), the release's
+    # Kinetics) or start (k/K, its SSv2); recorded in the checkpoint like resize
+    view_offsets: str = DEFAULT_VIEW_OFFSETS
 
 
 @dataclass
@@ -128,13 +158,19 @@ class ObjectiveConfig:
     budget: int | None = field(default=None, metadata=_meta(1, cap=limits.GRID_TOKENS))
     head: int | None = field(default=None, metadata=bounds(lo=0))  # fixed/flux: head trained (default: nearest)
     align_weight: float = field(default=1.0, metadata=_WEIGHT)  # flux_multi: weight of the alignment loss
-    teacher: str | None = None  # distill: registered architecture of the teacher
-    teacher_checkpoint: str | None = None  # distill: its weights
+    # distill: the teacher: a registered FluxViT architecture (with teacher_checkpoint), or
+    # hf:DIR, a transformers vision model (CLIP, SigLIP, VideoMAE) saved in the local folder DIR
+    teacher: str | None = None
+    teacher_checkpoint: str | None = None  # distill: a FluxViT teacher's weights
     teacher_grid: str | None = None  # distill: TxR the teacher sees (default: the batch grid)
     token_weight: float = field(default=1.0, metadata=_WEIGHT)  # distill: token-feature alignment weight
     pooled_weight: float = field(default=1.0, metadata=_WEIGHT)  # distill: pooled-feature alignment weight
     # distill: cross-entropy on head 0 as well (0: pure distillation)
     supervised_weight: float = field(default=0.0, metadata=_WEIGHT)
+    # distill: the teacher's layers aligned (negative: from the last), one student projection each
+    teacher_layers: list[int] = field(default_factory=lambda: [-1], metadata=bounds(-1024, 1023))
+    # distill: the share of the student's tokens masked (Unmasked Teacher's 0.8 keeps a fifth); null: the budget
+    mask_ratio: float | None = field(default=None, metadata=_meta(0, below=1))
 
 
 @dataclass
@@ -170,13 +206,21 @@ class EvalConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where the run's metrics go besides metrics.jsonl (and TensorBoard, ``tensorboard: true``)."""
+
+    wandb: str | None = None  # a Weights & Biases project (pip install 'fluxvit[wandb]'); null: off
+    wandb_mode: str = "online"  # online | offline (written under the run's folder, synced later)
+
+
+@dataclass
 class TrainConfig:
     """A whole training run."""
 
     out_dir: str = "runs/train"
     seed: int = field(default=0, metadata=_meta(0, below=2**63))
     steps: int = field(default=100, metadata=_POSITIVE)  # optimiser steps
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # keep an EMA of the weights (e.g. 0.9999); 0 or null: none (1 would never leave the initial weights)
     ema_decay: float | None = field(default=None, metadata=_meta(0, below=1))
@@ -192,6 +236,7 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -379,6 +424,10 @@ def validate(cfg: TrainConfig) -> None:
     _check_choice("precision", cfg.precision, PRECISIONS)
     _check_choice("flux.grid_per", cfg.flux.grid_per, GRID_PER)
     _check_choice("data.source", cfg.data.source, DATA_SOURCES)
+    _check_choice("data.resize", cfg.data.resize, RESIZE_MODES)
+    _check_choice("data.view_offsets", cfg.data.view_offsets, VIEW_OFFSETS)
+    _check_choice("data.random_erasing.mode", cfg.data.random_erasing.mode, ERASING_MODES)
+    _check_choice("logging.wandb_mode", cfg.logging.wandb_mode, WANDB_MODES)
     if not _DEVICE_RE.match(cfg.device.strip().lower()):
         raise ConfigError(f"device {cfg.device!r} is not one of {DEVICES}")
     if not cfg.out_dir.strip():
@@ -412,7 +461,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"flux_multi needs {len(arch.head_budgets) - 1} alignment projectors, "
                           f"{cfg.model.name} has {arch.num_align_projs}")
     if cfg.eval.grid is not None:  # validation runs at the end, after training: checked now
-        _check_grid(cfg.eval.grid, patch, "eval.grid", cfg.eval.budget)
+        check_run_grid(cfg.eval.grid, patch, "eval.grid", cfg.eval.budget)
     if obj.name == "distill":
         _check_distill(obj, grids, model_config)
 
@@ -444,6 +493,13 @@ def _check_optim(o: OptimConfig, steps: int) -> None:
 
 def _check_data(cfg: TrainConfig) -> None:
     d = cfg.data
+    if d.batch_size % d.repeated_aug:
+        raise ConfigError(f"data.batch_size {d.batch_size} is not a multiple of data.repeated_aug {d.repeated_aug} "
+                          f"(the clips of a batch are its videos' augmentations)")
+    if d.rand_augment is not None:
+        from fluxvit.data.augment import parse_rand_augment
+
+        parse_rand_augment(d.rand_augment)  # one line naming the text if it is not timm's form
     lo, hi = (d.crop_scale + [0.0, 0.0])[:2]
     if len(d.crop_scale) != 2 or not 0.0 < lo <= hi <= 1.0:
         raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {show(d.crop_scale)}")
@@ -472,31 +528,12 @@ def _check_data(cfg: TrainConfig) -> None:
     # data: an in-process caller's clips replace the synthetic ones.)
 
 
-def _check_grid(grid: str | Grid, patch: int, key: str, budget: int | None = None) -> Grid:
-    """``grid`` (``TxR`` text or a Grid), a grid the run uses, checked: its form, H and W
-    multiples of ``patch``, its tokens and frame pixels within the caps, ``budget`` within its
-    tokens. Errors name ``key``."""
-    try:
-        grid = Grid.parse(grid) if isinstance(grid, str) else grid
-        grid.check_patch(patch)
-    except ConfigError as e:
-        raise ConfigError(f"{key}: {e}") from None
-    limits.GRID_TOKENS.check(grid.num_patches(patch), f"{key} {grid}")
-    limits.FRAME_PIXELS.check(grid.height * grid.width, f"{key} {grid}")
-    if budget is not None:
-        try:
-            grid.with_budget(budget).num_tokens(patch)
-        except ConfigError as e:
-            raise ConfigError(f"{key}: {e}") from None
-    return grid
-
-
 def _train_grids(flux: FluxConfig, patch: int) -> tuple[Grid, ...]:
     """The grids a student of ``patch`` trains on, checked. A flux range's every value must fit
     a grid within the token cap (its end at the other range's start), which bounds the family
     before :class:`FluxGrid` lists it; the listed grids themselves are within ``max_tokens``."""
     if flux.fixed is not None:
-        return (_check_grid(flux.fixed, patch, "flux.fixed"),)
+        return (check_run_grid(flux.fixed, patch, "flux.fixed"),)
     for name in ("frames", "sizes"):
         value = getattr(flux, name)
         if len(value) != 3:
@@ -516,20 +553,16 @@ def _train_grids(flux: FluxConfig, patch: int) -> tuple[Grid, ...]:
 
 
 def _check_distill(obj: ObjectiveConfig, grids: tuple[Grid, ...], model_config) -> None:
-    if not obj.teacher:
-        raise ConfigError("objective 'distill' needs objective.teacher (a registered model name)")
-    teacher = model_config(obj.teacher)  # unknown names fail here
-    if not obj.teacher_checkpoint:
-        raise ConfigError("objective 'distill' needs objective.teacher_checkpoint (the teacher's weights)")
-    if not Path(obj.teacher_checkpoint).exists():
-        raise ConfigError(f"teacher checkpoint {obj.teacher_checkpoint}: no such file")
+    """The distillation settings: the teacher (a registered FluxViT with its checkpoint, or an
+    ``hf:DIR`` folder; its layers and the grids it sees, see
+    :func:`~fluxvit.train.teachers.check_teacher`; no weights are read), some loss weight not 0,
+    and at most one of ``budget`` and ``mask_ratio`` (both say how many tokens the student keeps)."""
+    from fluxvit.train.teachers import check_teacher
+
+    check_teacher(obj, grids, model_config)
     if obj.token_weight == obj.pooled_weight == obj.supervised_weight == 0:
         raise ConfigError("objective 'distill' has token_weight, pooled_weight and supervised_weight all 0: "
                           "nothing would be learned")
-    # The teacher sees every token of its grid: teacher_grid, else each batch's grid.
-    tp = teacher.patch_size
-    if obj.teacher_grid is not None:
-        _check_grid(obj.teacher_grid, tp, "objective.teacher_grid")
-        return
-    for g in grids:
-        _check_grid(g, tp, f"objective.teacher {obj.teacher} (patch {tp}) on the training grid {g}")
+    if obj.mask_ratio is not None and obj.budget is not None:
+        raise ConfigError(f"objective.budget {obj.budget} and objective.mask_ratio {obj.mask_ratio:g} both say how "
+                          "many tokens the student keeps: set one of them")

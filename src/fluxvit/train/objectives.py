@@ -30,9 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fluxvit.errors import CheckpointError, ConfigError
+from fluxvit.errors import ConfigError
 from fluxvit.flux.grid import Grid
 from fluxvit.models.fluxvit import FluxViT
+from fluxvit.train.teachers import (
+    FluxViTTeacher,
+    Teacher,
+    load_teacher,
+    no_pooled_message,
+    resample_clip,
+    resample_tokens,
+)
 
 if TYPE_CHECKING:
     from fluxvit.train.config import ObjectiveConfig, TrainConfig
@@ -59,8 +67,20 @@ def clip_budget(budget: int | None, video: torch.Tensor, patch_size: int) -> int
     return None if budget is None or budget >= total else budget
 
 
+def masked_budget(mask_ratio: float, total: int) -> int | None:
+    """Tokens kept of ``total`` when ``mask_ratio`` of them are masked (at least 1; None: all)."""
+    keep = max(1, round((1.0 - mask_ratio) * total))
+    return None if keep >= total else keep
+
+
 class Objective(nn.Module):
     """Base: ``forward(model, video, target) -> {"loss": total, name: part, ...}``."""
+
+    @classmethod
+    def tokens_per_clip(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int], total: int) -> int:
+        """Tokens one clip of a ``total``-token grid sends through the student in a training step
+        (all its forwards)."""
+        return sum(total if b is None else min(b, total) for b in cls.budgets(cfg, head_budgets))
 
     @classmethod
     def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
@@ -163,102 +183,141 @@ class FluxMulti(Objective):
 
 
 class Distill(Objective):
-    """UMT-style distillation from a frozen ``teacher`` (any loadable FluxViT).
+    """UMT-style distillation from a frozen ``teacher``: a FluxViT, or any vision model behind a
+    :class:`~fluxvit.train.teachers.Teacher` adapter (``hf:DIR``: a transformers CLIP/SigLIP
+    vision model or VideoMAE saved locally).
 
-    The teacher sees the clip with every token (resampled to ``teacher_grid`` if given) and
-    yields token features (B, Tt*ht*wt, Ct) and a pooled feature (B, Et) from its head 0. When
-    its token grid differs from the student's (T, h, w) the teacher's feature volume is
-    trilinearly interpolated to (T, h, w). The student keeps ``budget`` tokens; its token
-    features (B, N, C) go through ``token_proj`` (LayerNorm + Linear to Ct) and are compared by
-    cosine with the teacher's features at the kept positions; its pooled feature (head 0,
-    (B, E)) goes through ``pooled_proj`` and is compared with the teacher's pooled feature.
-    The projections are trained with the student and dropped afterwards.
+    The teacher sees the clip with every token (first resampled to ``teacher_grid`` if given:
+    frames picked by index, space bilinear) and yields, for each aligned layer, token features
+    on its own token grid (B, Tt, ht, wt, C_l), and a pooled feature (B, E) or none. Each layer's
+    features are brought to the student's token grid (T, h, w): bilinearly in space, and in time
+    by index, each student frame taking the teacher frame at the same time (never a blend of
+    frames; :func:`~fluxvit.train.teachers.resample_tokens`).
+
+    The student keeps ``budget`` tokens through its own token selector (capped by the grid), or,
+    with ``mask_ratio``, ``max(1, round((1 - mask_ratio) * T*h*w))`` of each batch's grid: this
+    follows Flux-UMT, where the student's token selector does Unmasked Teacher's masking (UMT
+    masks 80% of the tokens: ``mask_ratio`` 0.8). Its token features (B, N, C) go through one
+    ``token_proj`` per aligned layer (LayerNorm + Linear to that layer's width) and are compared
+    by cosine with the teacher's features at the kept positions; the token loss is the mean over
+    layers (``token``; also ``token_L`` per layer L as configured, when there are several). Its
+    pooled feature (head 0, (B, E)) goes through ``pooled_proj`` and is compared with the
+    teacher's pooled feature, when the teacher has one (a ``pooled_weight`` without one is a
+    :class:`ConfigError`). ``supervised_weight`` adds cross-entropy on head 0. The projections
+    are trained with the student and dropped afterwards; the teacher is in no parameter list or
+    state dict.
     """
 
     def __init__(
         self,
         student: FluxViT,
-        teacher: FluxViT,
+        teacher: Teacher | FluxViT,
         budget: int | None = None,
         teacher_grid: Grid | None = None,
         token_weight: float = 1.0,
         pooled_weight: float = 1.0,
         supervised_weight: float = 0.0,
         label_smoothing: float = 0.0,
+        mask_ratio: float | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(teacher, FluxViT):
+            teacher = FluxViTTeacher(teacher)
         teacher.eval().requires_grad_(False)
+        if teacher.pooled_dim is None and pooled_weight > 0:
+            raise ConfigError(no_pooled_message(teacher.name))
+        if mask_ratio is not None and not 0.0 <= mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be at least 0 and less than 1, got {mask_ratio}")
         # A tuple hides the teacher from this module's parameters and state dict, so it is not
         # optimised, not synchronised by DDP and not written into training checkpoints.
         self._teacher = (teacher,)
-        c_s, c_t = student.config.embed_dim, teacher.config.embed_dim
-        e_s, e_t = student.config.clip_embed_dim, teacher.config.clip_embed_dim
-        self.token_proj = nn.Sequential(nn.LayerNorm(c_s), nn.Linear(c_s, c_t))
-        self.pooled_proj = nn.Sequential(nn.LayerNorm(e_s), nn.Linear(e_s, e_t))
-        self.budget = budget
+        c_s, e_s = student.config.embed_dim, student.config.clip_embed_dim
+        self.token_proj = nn.ModuleList(nn.Sequential(nn.LayerNorm(c_s), nn.Linear(c_s, c_t))
+                                        for c_t in teacher.feature_dims)
+        self.pooled_proj = None
+        if teacher.pooled_dim is not None:
+            self.pooled_proj = nn.Sequential(nn.LayerNorm(e_s), nn.Linear(e_s, teacher.pooled_dim))
+        self.budget, self.mask_ratio = budget, mask_ratio
         self.teacher_grid = teacher_grid
         self.token_weight, self.pooled_weight = token_weight, pooled_weight
         self.supervised_weight, self.label_smoothing = supervised_weight, label_smoothing
 
     @classmethod
     def budgets(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int]) -> list[int | None]:
+        # With mask_ratio the tokens kept in training follow each batch's grid (student_budget);
+        # this budget is then the one validated.
         return [cfg.budget if cfg.budget is not None else head_budgets[0]]
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, model: FluxViT) -> Distill:
-        from fluxvit.models.registry import create_model
-
-        o = cfg.objective  # teacher, its checkpoint and grid were checked by the config's validation
-        try:
-            teacher = create_model(o.teacher, checkpoint=o.teacher_checkpoint)
-        except (CheckpointError, ConfigError) as e:
-            raise ConfigError(f"teacher {o.teacher} from {o.teacher_checkpoint}: cannot be loaded: {e}") from None
+        o = cfg.objective  # teacher, its checkpoint, layers and grid were checked by the config's validation
+        teacher = load_teacher(o.teacher, o.teacher_checkpoint, o.teacher_layers)
         (budget,) = cls.budgets(o, model.budgets)
         return cls(model, teacher, budget, Grid.parse(o.teacher_grid) if o.teacher_grid else None,
-                   o.token_weight, o.pooled_weight, o.supervised_weight, cfg.optim.label_smoothing)
+                   o.token_weight, o.pooled_weight, o.supervised_weight, cfg.optim.label_smoothing, o.mask_ratio)
 
     @property
-    def teacher(self) -> FluxViT:
+    def teacher(self) -> Teacher:
         return self._teacher[0]
 
     def _apply(self, fn, recurse=True):  # keep the hidden teacher on the student's device/dtype
         self._teacher[0]._apply(fn, recurse)
         return super()._apply(fn, recurse)
 
+    def student_budget(self, video: torch.Tensor, patch_size: int) -> int | None:
+        """Tokens the student keeps of this batch's grid (None: every token): ``mask_ratio``'s
+        share of the grid's tokens if set (at least 1), else ``budget`` capped by the grid."""
+        if self.mask_ratio is None:
+            return clip_budget(self.budget, video, patch_size)
+        t, h, w = video.shape[-3:]
+        return masked_budget(self.mask_ratio, Grid(t, h, w).num_patches(patch_size))
+
+    @classmethod
+    def tokens_per_clip(cls, cfg: ObjectiveConfig, head_budgets: Sequence[int], total: int) -> int:
+        if cfg.mask_ratio is None:
+            return super().tokens_per_clip(cfg, head_budgets, total)
+        return masked_budget(cfg.mask_ratio, total) or total
+
     @torch.no_grad()
-    def teacher_targets(self, video: torch.Tensor, student_patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """video (B, 3, T, H, W) -> (teacher token features on the student's token grid
-        (B, T*h*w, Ct) for a student of patch ``student_patch``, teacher pooled feature (B, Et))."""
+    def teacher_targets(self, video: torch.Tensor, student_patch: int) -> tuple[list[torch.Tensor],
+                                                                                torch.Tensor | None]:
+        """video (B, 3, T, H, W) -> (for each aligned layer, the teacher's token features on the
+        token grid of a student of patch ``student_patch``, (B, T*h*w, C_l) in the student's
+        token order; the teacher's pooled feature (B, E) or None)."""
         teacher = self.teacher
         teacher.eval()
         b, _, t, hh, ww = video.shape
-        p = teacher.patch_size
         seen = video
         if self.teacher_grid is not None:
             g = self.teacher_grid
-            seen = F.interpolate(video, size=(g.frames, g.height, g.width), mode="trilinear", align_corners=False)
-        tokens = teacher.forward_features(seen)  # every token: (B, 1 + Tt*ht*wt, Ct)
-        pooled = teacher.forward_head(tokens, 0, pre_logits=True)
-        tt, th, tw = seen.shape[2], seen.shape[3] // p, seen.shape[4] // p
-        feats = tokens[:, 1:].reshape(b, tt, th, tw, -1)
-        target_grid = (t, hh // student_patch, ww // student_patch)
-        if (tt, th, tw) != target_grid:
-            vol = feats.permute(0, 4, 1, 2, 3).float()
-            vol = F.interpolate(vol, size=target_grid, mode="trilinear", align_corners=False)
-            feats = vol.permute(0, 2, 3, 4, 1)
-        return feats.reshape(b, -1, feats.shape[-1]), pooled
+            seen = resample_clip(video, g.frames, (g.height, g.width))
+        features, pooled = teacher(seen)  # every token of the teacher's grid
+        grid = (t, hh // student_patch, ww // student_patch)
+        targets = [resample_tokens(f.float(), grid).reshape(b, -1, f.shape[-1]) for f in features]
+        return targets, pooled
 
     def forward(self, model: FluxViT, video: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         t_tokens, t_pooled = self.teacher_targets(video, model.patch_size)
-        n = clip_budget(self.budget, video, model.patch_size)
-        tokens, kept = model.forward_features(video, n, return_indices=True)
-        if kept is not None:  # the teacher's features at the student's kept positions
-            t_tokens = torch.gather(t_tokens, 1, kept[..., None].expand(-1, -1, t_tokens.shape[-1]))
-        token_loss = cosine_loss(self.token_proj(tokens[:, 1:]), t_tokens)
+        tokens, kept = model.forward_features(video, self.student_budget(video, model.patch_size),
+                                              return_indices=True)
+        student = tokens[:, 1:]
+        parts: dict[str, torch.Tensor] = {}
+        layer_losses = []
+        for layer, proj, t_layer in zip(self.teacher.layers, self.token_proj, t_tokens):
+            if kept is not None:  # the teacher's features at the student's kept positions
+                t_layer = torch.gather(t_layer, 1, kept[..., None].expand(-1, -1, t_layer.shape[-1]))
+            loss = cosine_loss(proj(student), t_layer)
+            layer_losses.append(loss)
+            if len(self.token_proj) > 1:
+                parts[f"token_{layer}"] = loss.detach()
+        token_loss = torch.stack(layer_losses).mean()
+        parts["token"] = token_loss.detach()
+        total = self.token_weight * token_loss
         emb = model.forward_head(tokens, 0, pre_logits=True)
-        pooled_loss = cosine_loss(self.pooled_proj(emb), t_pooled)
-        total = self.token_weight * token_loss + self.pooled_weight * pooled_loss
-        parts = {"token": token_loss.detach(), "pooled": pooled_loss.detach()}
+        if self.pooled_proj is not None:
+            pooled_loss = cosine_loss(self.pooled_proj(emb), t_pooled)
+            parts["pooled"] = pooled_loss.detach()
+            total = total + self.pooled_weight * pooled_loss
         if self.supervised_weight > 0:
             ce = classification_loss(model.classify(emb, 0), target, self.label_smoothing)
             parts["ce"] = ce.detach()

@@ -40,7 +40,8 @@ def param_groups(
 ) -> list[dict]:
     """Optimiser groups over ``modules`` ({prefix: module}; the prefix "model" is the student,
     whose parameter names get layer ids; others count as top layers). Each group carries
-    ``lr_scale``, applied by :func:`apply_lr`. Frozen parameters are left out."""
+    ``lr_scale``, applied by :func:`apply_lr`, its ``layer`` and its parameters' ``names``.
+    Frozen parameters are left out."""
     in_range(weight_decay, "weight_decay", 0, what="optimiser")
     in_range(layer_decay, "layer_decay", hi=1, above=0, what="optimiser")
     groups: dict[tuple[int, bool], dict] = {}
@@ -57,6 +58,7 @@ def param_groups(
                     "names": [],
                     "weight_decay": weight_decay if decay else 0.0,
                     "lr_scale": layer_decay ** (depth + 1 - lid),
+                    "layer": lid,
                 }
             groups[key]["params"].append(param)
             groups[key]["names"].append(f"{prefix}.{name}")
@@ -67,7 +69,7 @@ def build_optimizer(
     groups: list[dict], lr: float, betas: tuple[float, float], eps: float, fused: bool | None = None
 ) -> torch.optim.AdamW:
     """AdamW over ``groups`` (from :func:`param_groups`); per-group lr set each step."""
-    clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    clean = [{k: v for k, v in g.items() if k not in ("names", "layer")} for g in groups]
     return torch.optim.AdamW(clean, lr=lr, betas=betas, eps=eps, fused=fused)
 
 

@@ -3,9 +3,10 @@
 One optimiser step = ``accum_steps`` micro-batches. Every micro-batch's grid and samples come
 from the :class:`~fluxvit.data.batches.BatchPlan` (a function of seed, micro-step and rank), every
 other random draw either from a generator seeded the same way (mixup) or from the global torch
-RNG (drop path), whose state is checkpointed; so a resumed run continues bit for bit. Only rank
-0 writes files. The library logs; it never prints. (One module: the loop and the assembly it
-needs, read top to bottom.)
+RNG (drop path), whose state is checkpointed; so a resumed run continues bit for bit. Precision:
+fp32, bf16 (autocast) or fp16 (autocast, and a gradient scaler whose loss scale is checkpointed
+too). Only rank 0 writes files. The library logs; it never prints. (One module: the loop and the
+assembly it needs, read top to bottom.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from pathlib import Path
 import torch
 
 from fluxvit import distributed
+from fluxvit.data.augment import RandomErasing, parse_rand_augment
 from fluxvit.data.batches import BatchPlan, batch_loader, seeded
 from fluxvit.data.datasets import BrokenClips
+from fluxvit.data.preprocessing import META_KEY as PREPROCESSING_KEY
+from fluxvit.data.preprocessing import Preprocessing
 from fluxvit.data.sources import ClipSource, csv_sources, synthetic_source
 from fluxvit.data.transforms import TrainTransform
 from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, reason
@@ -32,13 +36,14 @@ from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
 from fluxvit.models.fluxvit import FluxViT
 from fluxvit.models.registry import create_model
+from fluxvit.placement import DTYPES
 from fluxvit.train import checkpointing
-from fluxvit.train.config import TrainConfig, config_from_dict, load_config, save_config
+from fluxvit.train.config import DataConfig, TrainConfig, config_from_dict, load_config, save_config
 from fluxvit.train.config import validate as validate_config
 from fluxvit.train.ema import ModelEma
-from fluxvit.train.metrics import MetricsWriter, read_metrics
+from fluxvit.train.metrics import WANDB_DIR, MetricsWriter, WandbOptions, check_packages, read_metrics
 from fluxvit.train.mixup import mix_batch
-from fluxvit.train.objectives import OBJECTIVES, Learner, Objective, clip_budget
+from fluxvit.train.objectives import OBJECTIVES, Learner, Objective
 from fluxvit.train.optim import apply_lr, build_optimizer, cosine_lr, param_groups
 from fluxvit.train.validation import validate
 
@@ -69,13 +74,25 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- assembly
+def train_transform(d: DataConfig) -> TrainTransform:
+    """The training clips' transform ``cfg.data`` describes: crop, RandAugment, flip, random
+    erasing, resized as ``data.resize`` says."""
+    e = d.random_erasing
+    return TrainTransform(
+        scale=tuple(d.crop_scale), ratio=tuple(d.crop_ratio), flip=0.5 if d.flip else 0.0,
+        augment=parse_rand_augment(d.rand_augment) if d.rand_augment else None,
+        erase=RandomErasing(e.prob, e.mode, e.count, e.per_clip) if e.prob > 0 else None,
+        resize=d.resize,
+    )
+
+
 def build_sources(cfg: TrainConfig) -> tuple[ClipSource, ClipSource | None]:
     """Training and validation clip sources from ``cfg.data``."""
     d = cfg.data
-    transform = TrainTransform(scale=tuple(d.crop_scale), ratio=tuple(d.crop_ratio), flip=0.5 if d.flip else 0.0)
+    transform = train_transform(d)
     if d.source == "synthetic":
         train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, transform)
-        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1)
+        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1, transform)
         return train, val
     return csv_sources(d.train, d.val, d.root, transform, int(d.cache_gb * 2**30))
 
@@ -90,6 +107,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> FluxViT:
     model = create_model(m.name, num_classes=m.num_classes or num_classes, checkpoint=m.checkpoint,
                          reset_heads=m.checkpoint is not None, **overrides)
     model.set_grad_checkpointing(m.grad_checkpointing)
+    # A new model: nothing of a fine-tuned checkpoint's record (its Token Optimization choices, its
+    # preprocessing) applies to it. How its inputs are made travels with it, in memory and saved.
+    model.checkpoint_meta = {PREPROCESSING_KEY: Preprocessing(cfg.data.resize, cfg.data.view_offsets).to_meta()}
     return model
 
 
@@ -99,10 +119,8 @@ def build_objective(cfg: TrainConfig, model: FluxViT) -> Objective:
 
 def tokens_per_clip(cfg: TrainConfig, model: FluxViT, grid: Grid) -> int:
     """Tokens one clip sends through the student's backbone in one step (all its forwards)."""
-    video_shape = torch.empty(0, 0, grid.frames, grid.height, grid.width)
-    total = grid.num_patches(model.patch_size)
-    budgets = OBJECTIVES[cfg.objective.name].budgets(cfg.objective, model.budgets)
-    return sum(clip_budget(b, video_shape, model.patch_size) or total for b in budgets)
+    return OBJECTIVES[cfg.objective.name].tokens_per_clip(cfg.objective, model.budgets,
+                                                          grid.num_patches(model.patch_size))
 
 
 def eval_setup(cfg: TrainConfig, model: FluxViT) -> tuple[Grid, list[int | None]]:
@@ -155,6 +173,9 @@ def train(
     _check_outside_data(cfg)
     info = distributed.setup(cfg.device)
     try:
+        # on every rank, before any work: one line, not rank 0 failing alone later
+        _check_precision(cfg.precision, info.device)
+        check_packages(cfg.tensorboard, cfg.logging.wandb is not None)
         if not resume:
             _claim_run_dir(Path(cfg.out_dir), overwrite, info)
         return _run(cfg, info, train_data, val_data, resume)
@@ -163,7 +184,24 @@ def train(
 
 
 # what a run leaves in its folder (besides TensorBoard's events)
-_RUN_FILES = (MODEL_NAME, EMA_NAME, METRICS_NAME, CONFIG_NAME, CKPT_DIR, "tensorboard")
+_RUN_FILES = (MODEL_NAME, EMA_NAME, METRICS_NAME, CONFIG_NAME, CKPT_DIR, WANDB_DIR, "tensorboard")
+
+
+def amp_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a training ``precision`` (``fp32``: None, no autocast), from the
+    one precision -> dtype table, :data:`fluxvit.placement.DTYPES`."""
+    return None if precision == "fp32" else DTYPES[precision]
+
+
+def _check_precision(precision: str, device: torch.device) -> None:
+    """Refuse in one line a precision the run's device cannot train at: bf16 on a GPU without
+    bf16 hardware (before compute capability 8.0: V100, T4), where fp16 (trained with a gradient
+    scaler) is the reduced precision to use. (On a CPU torch autocasts to either.)"""
+    if precision != "bf16" or device.type != "cuda" or torch.version.hip:  # ROCm GPUs all have bf16
+        return
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(device)} ({device}) has no bf16 support; "
+                          "use precision: fp16 (or fp32)")
 
 
 def _check_outside_data(cfg: TrainConfig) -> None:
@@ -239,10 +277,11 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
                           cfg.optim.layer_decay, model.no_weight_decay())
     optimizer = build_optimizer(groups, cfg.optim.lr, tuple(cfg.optim.betas), cfg.optim.eps)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    accum = cfg.optim.accum_steps
     plan = BatchPlan(len(train_data), cfg.data.batch_size, cfg.flux.grids(model.patch_size), cfg.seed, info.rank,
-                     info.world, cfg.flux.grid_per)
+                     info.world, cfg.flux.grid_per, cfg.data.repeated_aug)
 
+    # fp16: gradients scaled against underflow (a disabled scaler passes everything through)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype(cfg.precision) is torch.float16)
     start, counters, history = 0, {"skipped_steps": 0, "broken_clips": 0}, []
     resumed = _resume_state(resume, ckpt_dir)
     if resumed is not None:
@@ -254,28 +293,59 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             optimizer.load_state_dict(state["optimizer"])
             if ema is not None and "ema" in state:
                 ema.load_state_dict(state["ema"])
+            if scaler.is_enabled() and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
             checkpointing.set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
             start, counters, history = int(state["step"]), dict(state["counters"]), list(state.get("history", []))
         except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
             raise CheckpointError(f"{resume_from}: does not fit this run ({reason(e)})") from None
         log.info("resumed from %s at step %d", resume_from, start)
+        if scaler.is_enabled() and "scaler" not in state:
+            log.info("%s: holds no fp16 loss scale (written by an fp32 or bf16 run); starting from the default",
+                     resume_from)
         done = _finished(cfg, out, model, start, history)
         if done is not None:
             return done if info.is_main else dataclasses.replace(done, checkpoint=None, ema_checkpoint=None)
+    if scaler.is_enabled():
+        counters.setdefault("scaler_skipped_steps", 0)
 
     writer = None
     if info.is_main:
-        save_config(cfg, out / CONFIG_NAME)
-        writer = MetricsWriter(out / METRICS_NAME, out / "tensorboard" if cfg.tensorboard else None, start)
+        wandb = None
+        if cfg.logging.wandb is not None:
+            wandb = WandbOptions(cfg.logging.wandb, cfg.logging.wandb_mode, cfg.to_dict())
+        writer = MetricsWriter(out / METRICS_NAME, out / "tensorboard" if cfg.tensorboard else None, start, wandb)
+    completed = False
+    try:
+        if info.is_main:  # after the writers started: a failed start leaves the folder as it was
+            save_config(cfg, out / CONFIG_NAME)
+        eval_grid, eval_budgets = eval_setup(cfg, model)
+        run = _RunState(cfg, info, learner, optimizer, ema, plan, writer, eval_grid, eval_budgets, counters,
+                        history, BrokenClips("training data"), scaler)
+        result = _train_steps(run, train_data, val_data, start, classes)
+        completed = True
+    finally:
+        if writer is not None:  # also when the training fails: files closed, the W&B run finished
+            writer.close(failed=not completed)
+    return result
+
+
+def _train_steps(run: _RunState, train_data: ClipSource, val_data: ClipSource | None, start: int,
+                 classes: list[str]) -> TrainResult:
+    """Steps ``start`` to ``cfg.steps``, the final validation and the saved model: the part of
+    :func:`_run` that its metrics writer is open around."""
+    cfg, info, learner, optimizer, ema, scaler = run.cfg, run.info, run.learner, run.optimizer, run.ema, run.scaler
+    plan, writer, counters, history = run.plan, run.writer, run.counters, run.history
+    out = Path(cfg.out_dir)
+    ckpt_dir = out / CKPT_DIR
+    model = learner.model
+    accum = cfg.optim.accum_steps
     net: torch.nn.Module = learner
     if info.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             learner, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=True,  # single-budget objectives leave the other heads unused
         )
-    eval_grid, eval_budgets = eval_setup(cfg, model)
-    run = _RunState(cfg, info, learner, optimizer, ema, plan, writer, eval_grid, eval_budgets, counters, history,
-                    BrokenClips("training data"))
     amp = run.amp
     bar = _progress(cfg.progress, cfg.steps, start) if info.is_main else None
     loader = iter(batch_loader(train_data, plan, start * accum, cfg.steps * accum, cfg.data.workers))
@@ -313,7 +383,7 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
                         losses = net(video, target)
                     # Backward even a non-finite loss, so that every rank joins the gradient
                     # reduction; the step is dropped below when any rank saw one.
-                    (losses["loss"] / accum).backward()
+                    scaler.scale(losses["loss"] / accum).backward()
                 finite &= bool(torch.isfinite(losses["loss"]).item())
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
@@ -329,11 +399,20 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             else:
                 bad_in_row = 0
                 grad_norm = None
+                scale = scaler.get_scale() if scaler.is_enabled() else None
                 if cfg.optim.clip_grad:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(learner.parameters(), cfg.optim.clip_grad))
-                optimizer.step()
+                scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
+                if scale is not None and scaler.get_scale() < scale:
+                    # The scaler lowered the scale: an overflow, the step not taken. Normal while
+                    # the scale settles; not a failure (a non-finite loss is).
+                    counters["scaler_skipped_steps"] += 1
+                    log.info("step %d: fp16 gradients overflowed at loss scale %g; step skipped, scale now %g",
+                             step + 1, scale, scaler.get_scale())
+                elif ema is not None:
                     ema.update(model)
                 if grad_norm is not None:
                     sums["grad_norm"] = grad_norm
@@ -377,7 +456,6 @@ def _run(cfg: TrainConfig, info, train_data, val_data, resume) -> TrainResult:
             ema.module.name = model.name
             ema_path = save_checkpoint(ema.module, out / EMA_NAME, classes=classes, extra=extra)
         writer.write({"final": True, **final})
-        writer.close()
     distributed.barrier(info)
     return TrainResult(out, model_path, ema_path, cfg.steps, final, history, model)
 
@@ -441,10 +519,12 @@ class _RunState:
     counters: dict
     history: list[dict]
     broken: BrokenClips
+    scaler: torch.amp.GradScaler | None = None  # enabled for fp16 only
 
     @property
     def amp(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.cfg.precision == "bf16" else None
+        """The autocast dtype of training and validation (None: fp32)."""
+        return amp_dtype(self.cfg.precision)
 
 
 def _evaluate(run: _RunState, model: FluxViT, val_data: ClipSource, step: int, log_it: bool = True) -> dict:
@@ -484,6 +564,8 @@ def _save_state(run: _RunState, ckpt_dir: Path, step: int) -> None:
         }
         if run.ema is not None:
             state["ema"] = run.ema.state_dict()
+        if run.scaler is not None and run.scaler.is_enabled():
+            state["scaler"] = run.scaler.state_dict()  # fp16: the loss scale and its growth count
         path = checkpointing.save_training_state(state, ckpt_dir, step, run.cfg.keep_last)
         log.debug("saved %s", path)
     distributed.barrier(info)

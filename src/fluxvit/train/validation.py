@@ -36,6 +36,7 @@ def validate(
     count = min(len(source), max_clips) if max_clips else len(source)
     mine = list(range(info.rank, count, info.world))
     correct = torch.zeros(len(budgets), dtype=torch.float64)
+    nonfinite = [0] * len(budgets)
     broken = BrokenClips("validation")
     for start in range(0, len(mine), batch_size):
         clips = []
@@ -52,7 +53,9 @@ def validate(
                             enabled=autocast_dtype is not None):
             for j, budget in enumerate(budgets):
                 logits = model(video, num_tokens=budget)
-                correct[j] += (logits.argmax(-1) == labels).sum().item()
+                finite = torch.isfinite(logits).all(-1)
+                nonfinite[j] += int((~finite).sum())  # counted wrong, and said (fp16 overflow, diverged weights)
+                correct[j] += ((logits.argmax(-1) == labels) & finite).sum().item()
     broken.report()
     total = torch.tensor([float(len(mine) - broken.count)], dtype=torch.float64)
     if info.distributed:
@@ -67,4 +70,8 @@ def validate(
            for b, c in zip(budgets, correct.tolist())}
     if broken.count:
         out["val_broken"] = broken.count  # this rank's count
+    if any(nonfinite):
+        out["val_nonfinite"] = sum(nonfinite)  # this rank's count of clip x budget outputs
+        log.warning("validation: %d outputs were NaN or inf and count as wrong (at fp16 or bf16, try fp32)",
+                    sum(nonfinite))
     return out
