@@ -38,9 +38,9 @@ def k400_list(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,depth", [("small", 12), ("base", 12)])
-def test_the_k400_recipes_resolve_to_the_release_numbers_on_64_gpus(k400_list, name, depth):
-    cfg = load_config(f"configs/k400_fluxvit_{name}_flux_multi.yaml", [f"data.train={k400_list}", "data.val=null"])
-    r = describe(cfg, world=RELEASE["gpus"])
+def test_the_k400_recipes_resolve_to_the_release_numbers_on_64_gpus(name, depth):
+    cfg = load_config(f"configs/k400_fluxvit_{name}_flux_multi.yaml")
+    r = describe(cfg, world=RELEASE["gpus"], num_videos=K400_VIDEOS)  # the dry run below counts a real list
     total_batch = RELEASE["batch_size"] * RELEASE["update_freq"] * RELEASE["gpus"]  # videos per step
     steps_per_epoch = K400_VIDEOS // total_batch
     scale = total_batch * RELEASE["num_sample"] / 256
@@ -107,3 +107,29 @@ def test_dry_run_flags_are_checked(tmp_path, capsys):
     assert "rand-q3" in capsys.readouterr().err
     assert main(["train", cfg, "--dry-run", "--overwrite"]) == 2
     assert "give it without --resume or --overwrite" in capsys.readouterr().err
+
+
+def test_the_trainer_builds_the_augmentation_the_config_names():
+    from fluxvit.data.augment import RandomErasing, parse_rand_augment
+    from fluxvit.train.trainer import train_transform
+
+    cfg = load_config("configs/k400_fluxvit_small_flux_multi.yaml")
+    tf = train_transform(cfg.data)
+    assert tf.augment == parse_rand_augment(RELEASE["aa"]) and str(tf.augment) == RELEASE["aa"]
+    assert tf.erase == RandomErasing(RELEASE["reprob"], RELEASE["remode"], RELEASE["recount"], per_clip=True)
+    assert (tf.resize, tf.flip, tf.scale, tf.ratio) == ("release", 0.5, (0.08, 1.0), (0.75, 4 / 3))
+    plain = train_transform(load_config("configs/nano_synthetic_flux_multi.yaml").data)
+    assert plain.augment is None and plain.erase is None and plain.resize == "antialias"
+
+
+def test_the_ssv2_recipe_is_the_k400_recipe_with_the_release_ssv2_changes():
+    ssv2 = load_config("configs/ssv2_fluxvit_small_flux_multi.yaml", ["data.train=x.csv"])
+    k400 = load_config("configs/k400_fluxvit_small_flux_multi.yaml")
+    assert (ssv2.data.flip, ssv2.data.view_offsets, ssv2.model.num_classes) == (False, "start", 174)
+    r = describe(ssv2, world=RELEASE["gpus"], num_videos=168_913)  # SSv2's training videos
+    assert r["schedule"]["steps_per_epoch"] == 168_913 // 512 and r["schedule"]["epochs"] == pytest.approx(5)
+    assert r["schedule"]["warmup_epochs"] == pytest.approx(1)
+    same = ("rand_augment", "random_erasing", "repeated_aug", "batch_size", "resize", "crop_scale", "crop_ratio")
+    assert all(getattr(ssv2.data, k) == getattr(k400.data, k) for k in same)
+    assert ssv2.optim == k400.optim.__class__(**{**vars(k400.optim), "warmup_steps": 329})
+    assert ssv2.flux == k400.flux and ssv2.objective == k400.objective
