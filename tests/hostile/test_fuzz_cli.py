@@ -1,4 +1,4 @@
-"""Fuzzing the command line: every command, ~200 seeded examples each, with option values drawn
+"""Fuzzing the command line: every command, 100 seeded examples each, with option values drawn
 from a mix of valid, boundary and hostile ones (negative, zero, huge, nan, inf, 1e9, 40 digits,
 words, empty). Whatever the draw, ``fluxvit.cli.main`` must end in exit 0 or 2 - nothing but
 argparse's SystemExit escapes it -, with no traceback; exit 2 with exactly one ``error:`` line
@@ -34,7 +34,7 @@ from fluxvit.cli import main
 from .conftest import CLASSES
 from .media import clip
 
-SETTINGS = settings(max_examples=150, derandomize=True, deadline=None, database=None,
+SETTINGS = settings(max_examples=100, derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 SMALL_CAPS = {"GRID_TOKENS": 256, "VIEWS": 4, "BATCH_SIZE": 8, "WORKERS": 1, "NUM_CLASSES": 1000,
               "SYNTH_CLIPS": 4, "CLIP_PIXELS": 2**16}
