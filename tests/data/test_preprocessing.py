@@ -17,8 +17,6 @@ from fluxvit.data.sampling import SegmentSampler, segment_views
 from fluxvit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 from fluxvit.errors import CheckpointError, ConfigError, VideoError
 
-cv2 = pytest.importorskip("cv2")  # the dev extra installs opencv-python-headless
-
 
 def detailed_clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     """uint8 (T, H, W, 3) with 1-px detail: a fine checkerboard over noise, so filters differ."""
@@ -34,6 +32,7 @@ def release_test_views(frames: np.ndarray, size: int, num_crops: int) -> list[np
     functional.py: cv2 short-side resize (long side int(size * long / short)), then crop k at
     int(k * (long - size) / (num_crops - 1)) (one crop: int((long - size) / 2)), then ToTensor and
     normalise. Returns (3, T, size, size) float arrays."""
+    cv2 = pytest.importorskip("cv2")  # the dev extra installs opencv-python-headless
     t, h, w, _ = frames.shape
     if w < h:
         ow, oh = size, int(size * h / w)
