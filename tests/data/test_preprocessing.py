@@ -5,7 +5,6 @@ to every evaluation path."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -153,7 +152,6 @@ def test_a_trained_checkpoint_records_how_it_was_trained_and_evaluation_follows(
     release = read_views(video, Grid(4, 56), Views(2, 1))
     assert views.shape == release.shape == (2, 3, 4, 56, 56)
     assert not torch.allclose(views, release)  # other frames (offsets) and another filter
-    assert math.isfinite(float(views.sum()))
     # the command line: the recorded preprocessing by default, --view-offsets over it, checked
     from fluxvit.cli import main
 

@@ -122,7 +122,7 @@ def describe(cfg: TrainConfig, world: int | None = None, num_videos: int | None 
             "sizes": sorted({g.height for g in grids}),
             "tokens": [min(g.num_patches(arch.patch_size) for g in grids),
                        max(g.num_patches(arch.patch_size) for g in grids)],
-            "budgets": [b for b in budgets],
+            "budgets": list(budgets),
         },
         "augmentation": {
             "crop_scale": list(d.crop_scale), "crop_ratio": list(d.crop_ratio), "flip": d.flip,
