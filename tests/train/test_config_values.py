@@ -91,7 +91,13 @@ TRAIN_VALUE_CASES = [
     ("data.size=4098", "config key 'data.size' 4098: 16793604 pixels per frame is more than the cap of 16777216"),
     ("data.size=4096", "data.frames 16 x data.size 4096: 268435456 decoded pixels in one clip is more than the cap"),
     ("data.frames=2", None), ("data.frames=1", "config key 'data.frames' must be at least 2, got 1"),
-    ("data.classes=[nope]", "data.classes: unknown synthetic class 'nope' (known: brighten,"),
+    ("data.classes=[nope]", "data.classes: unknown synthetic class 'nope' in variant default (known: brighten,"),
+    ("data.variant=events", None), ("data.variant=nope", "data.variant: unknown synthetic variant 'nope' (known: "),
+    (("data.variant=events", "data.classes=[brighten]"),
+     "data.classes: unknown synthetic class 'brighten' in variant events (known: flash_1,"),
+    # clutter draws clips of up to 40 frames whatever data.frames says: the cap counts those
+    (("data.variant=clutter", "data.size=2048"), "data.frames 40 x data.size 2048: 167772160"),
+    ("data.size=2048", None),  # 16 frames of it fit
     ("data.classes=[plain, plain]", "data.classes must name each class once"),
     ("data.batch_size=1", None), ("data.batch_size=0", "config key 'data.batch_size' must be at least 1, got 0"),
     ("data.batch_size=1024", None),

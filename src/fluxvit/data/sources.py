@@ -101,18 +101,19 @@ class TensorClipSource:
 
 def synthetic_source(
     classes: Sequence[str] | None, per_class: int, size: int, frames: int, seed: int, split: int,
-    transform: TrainTransform | None = None,
+    transform: TrainTransform | None = None, variant: str = "default",
 ) -> TensorClipSource:
-    """The synthetic benchmark rendered in memory (no files): ``per_class`` clips of each class,
-    seeded by (seed, split, class, i) so train (split 0) and val (split 1) never share a clip."""
-    from fluxvit.data.synthetic import DEFAULT_CLASSES, render_clip
+    """The synthetic benchmark (``variant``) rendered in memory (no files): ``per_class`` clips of
+    each class, seeded by (seed, split, class, i) so train (split 0) and val (split 1) never
+    share a clip."""
+    from fluxvit.data.synthetic import get_variant, render_clip
 
-    names = list(classes) if classes else list(DEFAULT_CLASSES)
+    names = list(classes) if classes else list(get_variant(variant).default_classes)
     videos, labels = [], []
     for label, name in enumerate(names):
         for i in range(per_class):
             rng = [seed, split, label, i]
-            videos.append(torch.from_numpy(render_clip(name, rng, size=size, frames=frames)))
+            videos.append(torch.from_numpy(render_clip(name, rng, size=size, frames=frames, variant=variant)))
             labels.append(label)
     return TensorClipSource(videos, labels, names, transform)
 

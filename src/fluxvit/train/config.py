@@ -92,7 +92,8 @@ class DataConfig:
     train: str | None = None  # train annotation file (csv source)
     val: str | None = None  # validation annotation file (csv source)
     root: str | None = None  # video root; default: the annotation file's folder
-    classes: list[str] | None = None  # synthetic: class subset (default: all)
+    variant: str = "default"  # synthetic: how the benchmark's clips are built (`fluxvit synth --variant`)
+    classes: list[str] | None = None  # synthetic: class subset (default: the variant's)
     train_per_class: int = field(default=48, metadata=_POSITIVE)  # synthetic: training clips per class
     val_per_class: int = field(default=16, metadata=_POSITIVE)  # synthetic: validation clips per class
     size: int = field(default=112, metadata=bounds(lo=32))  # synthetic: rendered frame size (px, even)
@@ -510,16 +511,22 @@ def _check_data(cfg: TrainConfig) -> None:
         return
     # The synthetic benchmark is rendered in memory before training: its size, frames, class
     # list and clip count are checked here, as the renderer would, but before any of it.
-    from fluxvit.data.synthetic import CLASSES, DEFAULT_CLASSES
+    from fluxvit.data.synthetic import get_variant
 
+    try:
+        variant = get_variant(d.variant)
+    except ConfigError as e:
+        raise ConfigError(f"data.variant: {e}") from None
     if d.size % 2:
         raise ConfigError(f"config key 'data.size' must be an even number of pixels, got {d.size}")
     limits.FRAME_PIXELS.check(d.size * d.size, f"config key 'data.size' {d.size}")
-    limits.CLIP_PIXELS.check(d.frames * d.size * d.size, f"data.frames {d.frames} x data.size {d.size}")
-    names = DEFAULT_CLASSES if d.classes is None else d.classes
+    longest = variant.frame_range(d.frames)[1]
+    limits.CLIP_PIXELS.check(longest * d.size * d.size, f"data.frames {longest} x data.size {d.size}")
+    names = variant.default_classes if d.classes is None else d.classes
     for name in names:
-        if name not in CLASSES:
-            raise ConfigError(f"data.classes: unknown synthetic class {show(name)} (known: {', '.join(CLASSES)})")
+        if name not in variant.class_names:
+            raise ConfigError(f"data.classes: unknown synthetic class {show(name)} in variant {variant.name} "
+                              f"(known: {', '.join(variant.class_names)})")
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"data.classes must name each class once, got {show(d.classes)}")
     clips = (d.train_per_class + d.val_per_class) * len(names)

@@ -91,8 +91,8 @@ def build_sources(cfg: TrainConfig) -> tuple[ClipSource, ClipSource | None]:
     d = cfg.data
     transform = train_transform(d)
     if d.source == "synthetic":
-        train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, transform)
-        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1, transform)
+        train = synthetic_source(d.classes, d.train_per_class, d.size, d.frames, cfg.seed, 0, transform, d.variant)
+        val = synthetic_source(d.classes, d.val_per_class, d.size, d.frames, cfg.seed, 1, transform, d.variant)
         return train, val
     return csv_sources(d.train, d.val, d.root, transform, int(d.cache_gb * 2**30))
 
