@@ -70,6 +70,23 @@ def test_quick_demo_checkpoints_load_and_carry_the_token_optimization(quick_demo
 
 
 
+def test_quick_demo_records_every_test_clips_outcome(quick_demo):
+    """result.json (what `demo --seeds` compares) holds each method's outcome on every test clip,
+    and each method's top-1 is the share of its clips it got right."""
+    import json
+
+    _, _, out = quick_demo
+    record = json.loads((out / "result.json").read_text())
+    test_clips = len((out / "test.csv").read_text().splitlines())
+    assert record["settings"]["seed"] == 0 and record["settings"]["steps"] == 6
+    methods = ("base_fewer_frames", "base_lower_resolution", "base_selection", "flux", "flux_to")
+    for row in record["rows"]:
+        outcomes = record["outcomes"][str(row["budget"])]
+        for m in methods:
+            assert len(outcomes[m]) == test_clips
+            assert 100.0 * sum(outcomes[m].values()) / test_clips == pytest.approx(row[m])
+
+
 def _accuracy_columns(printed: str) -> list[list[str]]:
     """Every table cell but the two measured-time columns (ms/clip and end-to-end ms)."""
     return [r[:3] + r[4:10] for r in _rows(printed)]

@@ -174,27 +174,43 @@ def cmd_synth(args: argparse.Namespace) -> int:
     classes = [c for item in args.classes for c in item.split(",") if c] if args.classes else None
     summary = make_synthetic_dataset(args.out, classes=classes, per_class=args.per_class, size=args.size,
                                      frames=args.frames, seed=args.seed, val_fraction=args.val_fraction,
-                                     workers=args.workers, overwrite=args.force, progress=True)
+                                     workers=args.workers, overwrite=args.force, progress=True,
+                                     variant=args.variant)
     print(summary)
     return 0
 
 
 def _add_synth(sub) -> None:
-    from fluxvit.data.synthetic import describe_classes
+    from fluxvit.data.synthetic import DEFAULT_VARIANT, VARIANTS, describe_classes, describe_variants
 
     p = _add(sub, "synth", "write the synthetic video benchmark: mp4 clips + train.csv, val.csv, classes.txt",
              "fluxvit synth data/synth --per-class 80 --size 112 --frames 16 --seed 0", cmd_synth)
-    p.epilog = ("every clip: a static textured background, static and slowly drifting distractor shapes,\n"
-                "per-frame noise, and one actor (about 3x3 patches) that carries the class.\n"
+    import textwrap
+
+    default = VARIANTS[DEFAULT_VARIANT]
+    own_lengths = ", ".join(v.name for v in VARIANTS.values() if v.clip_frames is not None)
+
+    def classes_of(v) -> str:  # a variant made of default classes is listed by name only
+        if v is not default and all(default.catalogue.get(c.name) == (c.needs, c.description) for c in v.classes):
+            return textwrap.fill(f"{v.name}: the default's {', '.join(v.class_names)}", 100, subsequent_indent="  ")
+        return f"{v.name}:\n{describe_classes(v.name)}"
+
+    p.epilog = ("every clip: a static textured background, static and moving distractor shapes, per-frame\n"
+                "noise, and one actor (about 3x3 patches, smaller in clutter) that carries the class.\n"
+                "variants (--variant; a class name two variants share is the same kind of clip):\n"
+                + describe_variants() + "\n"
                 "classes ([time]: needs several frames in order; [detail]: needs full resolution;\n"
-                "[motion]: opt-in, harder - needs the direction of a motion):\n"
-                + describe_classes())
+                "[motion]: opt-in, harder - needs the direction of a motion), by variant:\n"
+                + "\n".join(classes_of(v) for v in VARIANTS.values()))
     p.add_argument("out", help="output directory (new, or empty; see --force)")
+    p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT,
+                   help=f"which benchmark variant (default {DEFAULT_VARIANT}; see below)")
     p.add_argument("--classes", nargs="+", default=None,
-                   help="class names (default: the 10 time and detail classes, in the order below)")
+                   help="class names of the variant (default: its time and detail classes, in the order below)")
     p.add_argument("--per-class", type=_int, default=80, help="clips per class, train + val (default 80)")
     p.add_argument("--size", type=_int, default=112, help="frame height = width in pixels, even (default 112)")
-    p.add_argument("--frames", type=_int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--frames", type=_int, default=16,
+                   help=f"frames per clip (default 16; ignored by the variants with their own: {own_lengths})")
     p.add_argument("--seed", type=_int, default=0, help="same seed, same dataset (default 0)")
     p.add_argument("--val-fraction", type=_float, default=0.25, help="share of each class in val.csv (default 0.25)")
     p.add_argument("--workers", type=_int, default=None, help="encoding processes (default: up to 2)")
@@ -1076,10 +1092,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = DemoSettings.quick(args.out or "runs/demo-quick", args.seed) if args.quick else \
         DemoSettings(out=args.out or "runs/demo", seed=args.seed)
-    named = {"steps": args.steps, "data": args.data, "model": args.model}
+    named = {"steps": args.steps, "data": args.data, "model": args.model, "variant": args.variant}
     settings = dataclasses.replace(settings, **{k: v for k, v in named.items() if v is not None})
     apply_overrides(settings, args.set or [])
     settings.check()  # the combination (budgets within the model's grid), before any work
+    if args.seeds is not None:
+        from fluxvit.demo import run_demo_seeds
+
+        over = run_demo_seeds(settings, args.seeds)
+        print(over.table)
+        print("\nFlux + TO minus each baseline way, paired on the same seeds and clips:\n")
+        print(over.comparison)
+        print("\n" + "\n".join(str(c) for c in over.claims))
+        print(f"\nwrote {over.summary} (and each seed's run in {settings.out}/seed-K) in {over.seconds / 60:.1f} min")
+        return 0
     result = run_demo(settings)
     print(result.table)
     print(f"\nwrote {result.report}, {result.plot} and checkpoints "
@@ -1088,6 +1114,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub) -> None:
+    from fluxvit.data.synthetic import VARIANTS
+
     p = _add(sub, "demo", "the main job: synthetic benchmark, fixed-grid vs Flux training, Token Optimization, "
              "accuracy/GFLOPs/latency table, plot and report", "fluxvit demo --quick", cmd_demo)
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick)")
@@ -1096,10 +1124,16 @@ def _add_demo(sub) -> None:
     p.add_argument("--seed", type=_int, default=0,
                    help="seeds the benchmark, both models and their data order; "
                         "same seed, same weights and accuracies (default 0)")
+    p.add_argument("--seeds", type=_int, default=None, metavar="N",
+                   help="repeat the whole experiment for seeds SEED .. SEED+N-1 (each into OUT/seed-K; a "
+                        "finished seed with the same settings is reused) and report mean ± sd per cell, Flux + TO "
+                        "paired against each baseline way, and whether the demo's claims hold")
     p.add_argument("--steps", type=_int, default=None, help="training steps per model (override)")
     p.add_argument("--data", default=None,
                    help="your own dataset instead of the synthetic benchmark: a folder written by `fluxvit prepare` "
                         "(train.csv, val.csv = the tune split, test.csv; without test.csv, val.csv is halved)")
+    p.add_argument("--variant", default=None, choices=sorted(VARIANTS),
+                   help="which synthetic benchmark (`fluxvit synth --help` tells how each is built; default: default)")
     p.add_argument("--model", default=None, help="architecture of both models (default fluxvit_nano_patch14; the "
                    "baseline trains on its default grid)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

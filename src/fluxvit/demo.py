@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.data.annotations import read_annotations
-from fluxvit.data.synthetic import make_synthetic_dataset
+from fluxvit.data.synthetic import DEFAULT_VARIANT, get_variant, make_synthetic_dataset
 from fluxvit.errors import ConfigError
 from fluxvit.evaluate.latency import measure_end_to_end, measure_latency
 from fluxvit.evaluate.report import format_gflops, markdown_table, plot_accuracy_vs_gflops
@@ -37,11 +37,16 @@ from fluxvit.files import directory, read_text
 from fluxvit.flux.grid import Grid
 from fluxvit.models.registry import load_checkpoint, model_config
 from fluxvit.train.config import config_from_dict
-from fluxvit.typecheck import bounds, check_fields
+from fluxvit.typecheck import bounds, check_fields, show
 
 log = logging.getLogger(__name__)
 
 MODEL = "fluxvit_nano_patch14"
+MAX_SEEDS = 50  # `demo --seeds`: each seed is a whole demo run (~15 min on 2 cores)
+RESULT_FILE = "result.json"  # a finished demo run's rows, per-clip outcomes and settings
+#: The plain ways a baseline meets a budget (row keys), and what the tables call them.
+BASELINES = {"base_fewer_frames": "baseline, fewer frames", "base_lower_resolution": "baseline, lower res.",
+             "base_selection": "baseline + selection"}
 
 
 @dataclass
@@ -53,6 +58,8 @@ class DemoSettings:
     # `fluxvit prepare` or `fluxvit synth` writes); None: synthesise the benchmark into out/data.
     data: str | None = None
     model: str = MODEL  # the architecture of both models; the baseline trains on its default grid
+    # the synthetic benchmark's variant (`fluxvit synth --variant`): how its clips are built
+    variant: str = DEFAULT_VARIANT
     seed: int = field(default=0, metadata=bounds(lo=0))
     per_class: int = field(default=80, metadata=bounds(lo=1))  # clips per class (train + tune + test)
     val_fraction: float = field(default=0.4, metadata=bounds(0, 1))  # of each class: half tune, half test
@@ -83,6 +90,10 @@ class DemoSettings:
             self.out = os.fspath(self.out)
         check_fields(self, "demo setting")
         cfg = model_config(self.model)  # an unknown name: one line listing the known ones
+        get_variant(self.variant)  # likewise
+        if self.data is not None and self.variant != DEFAULT_VARIANT:
+            raise ConfigError(f"demo setting 'variant' {self.variant!r}: chooses the synthetic benchmark; "
+                              "with --data the clips are your folder's (leave the variant out)")
         base = self.base_grid.num_patches(cfg.patch_size)
         for name in ("budgets", "flux_heads"):
             if not getattr(self, name):
@@ -141,6 +152,19 @@ class DemoResult:
     checkpoints: dict[str, Path]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    # budget -> method (a row key: base_fewer_frames, ..., flux_to) -> clip id -> got it right
+    outcomes: dict[int, dict[str, dict[str, bool]]] = field(default_factory=dict)
+
+
+def _settings_record(s: DemoSettings) -> dict:
+    """The settings as JSON gives them back (tuples as lists), to compare a finished run's."""
+    return json.loads(json.dumps(asdict(s)))
+
+
+def _dataset_name(s: DemoSettings) -> str:
+    if s.data is not None:
+        return f"dataset {s.data}"
+    return "synthetic benchmark" if s.variant == DEFAULT_VARIANT else f"synthetic benchmark ({s.variant} variant)"
 
 
 def _split_val(val_csv: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -156,15 +180,27 @@ def _split_val(val_csv: Path, out_dir: Path) -> tuple[Path, Path]:
     return paths
 
 
+def _synthesised_for(data: Path, s: DemoSettings) -> bool:
+    """Whether ``data`` holds a finished benchmark made with these settings (an earlier demo's with
+    another seed or variant is written anew)."""
+    try:
+        made = json.loads(read_text(data / "synth.json", "synth record"))
+    except (ConfigError, ValueError):  # none yet, or damaged
+        return False
+    wanted = {"seed": s.seed, "per_class": s.per_class, "val_fraction": s.val_fraction, "variant": s.variant}
+    return (data / "val.csv").is_file() and isinstance(made, dict) and \
+        {k: made.get(k, DEFAULT_VARIANT if k == "variant" else None) for k in wanted} == wanted
+
+
 def _dataset(s: DemoSettings, out: Path) -> tuple[Path, Path, Path]:
     """(data folder, tune list, test list). The user's prepared folder (``s.data``): its val.csv
     is the tune split and test.csv the test split, or, without a test.csv, val.csv is halved as
     for the synthetic benchmark; else the benchmark is synthesised into ``out/data``."""
     if s.data is None:
         data = out / "data"
-        if not (data / "val.csv").is_file():
+        if not _synthesised_for(data, s):
             make_synthetic_dataset(data, per_class=s.per_class, seed=s.seed, val_fraction=s.val_fraction,
-                                   overwrite=True, progress=True)
+                                   variant=s.variant, overwrite=True, progress=True)
         return (data, *_split_val(data / "val.csv", out))
     data = directory(s.data, "--data")
     missing = [name for name in ("train.csv", "val.csv") if not (data / name).is_file()]
@@ -256,28 +292,45 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     # what a user waits for with the grid TO chose: decoding its frames, preprocessing, the forward
     chosen = [to.choices[b].best for b in s.budgets]
     end_to_end = measure_end_to_end(flux_model, test.records[0].path, chosen, views)
-    rows = []
+    rows, outcomes = [], {}
     for budget in s.budgets:
         row: dict = {"budget": budget, "fraction": f"1/{base_tokens // budget}" if budget < base_tokens else "1",
                      "gflops": flux_model.estimate_flops(budget).paper / 1e9, "ms": latency[budget]}
-        for method, (grid, res) in plain_accuracies(base_model, test, budget, views, s.workers).items():
+        scored = {}  # method -> its per-clip outcomes, for comparisons over seeds
+        for method, (grid, res) in plain_accuracies(base_model, test, budget, views, s.workers,
+                                                    per_video=True).items():
             row[f"base_{method}"], row[f"base_{method}_grid"] = res.top1, str(grid)
+            scored[f"base_{method}"] = res.per_video
         # The same selection on the baseline separates what the selector alone buys from what
         # Flux training adds.
-        row["base_selection"] = evaluate(base_model, test, base_grid.with_budget(budget), views,
-                                         workers=s.workers).top1
-        row["flux"] = evaluate(flux_model, test, base_grid.with_budget(budget), views, workers=s.workers).top1
-        best = to.choices[budget].best
-        row["flux_to"] = (row["flux"] if best == base_grid.with_budget(budget)
-                          else evaluate(flux_model, test, best, views, workers=s.workers).top1)
+        for key, model in (("base_selection", base_model), ("flux", flux_model)):
+            res = evaluate(model, test, base_grid.with_budget(budget), views, workers=s.workers, per_video=True)
+            row[key], scored[key] = res.top1, res.per_video
+        choice = to.choices[budget]
+        best = choice.best
+        if best == base_grid.with_budget(budget):
+            row["flux_to"], scored["flux_to"] = row["flux"], scored["flux"]
+        else:
+            res = evaluate(flux_model, test, best, views, workers=s.workers, per_video=True)
+            row["flux_to"], scored["flux_to"] = res.top1, res.per_video
+        # TO's guard on trial: the best other grid on tune, and how it does on test (whether the
+        # guard kept the default grid or not), to see if its threshold suits the tune split's size
+        if choice.challenger is not None:
+            row["to_challenger"], row["to_gain_se"] = str(choice.challenger.with_budget(None)), choice.gain_se
+            if choice.challenger == best:
+                row["flux_challenger"], scored["flux_challenger"] = row["flux_to"], scored["flux_to"]
+            else:
+                res = evaluate(flux_model, test, choice.challenger, views, workers=s.workers, per_video=True)
+                row["flux_challenger"], scored["flux_challenger"] = res.top1, res.per_video
         row["to_grid"] = str(best.with_budget(None))
         row["to_ms"] = end_to_end[best].total_ms
         rows.append(row)
+        outcomes[budget] = {m: {str(clip): bool(ok) for clip, ok in o.items()} for m, o in scored.items()}
         log.info("budget %d: %s", budget, {k: v for k, v in row.items() if k != "budget"})
     timings["evaluate"] = time.perf_counter() - t
 
     base = f"{base_grid.frames}x{base_grid.height}"
-    dataset = "synthetic benchmark" if s.data is None else f"dataset {s.data}"
+    dataset = _dataset_name(s)
     columns = [("budget", "tokens"), ("fraction", "of baseline"), ("gflops", "GFLOPs", format_gflops),
                ("ms", "ms/clip"),
                ("base_fewer_frames", "baseline, fewer frames"), ("base_lower_resolution", "baseline, lower res."),
@@ -313,4 +366,222 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
         f"Run time: {seconds / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}).\n\n"
         f"Settings:\n\n```json\n{json.dumps(asdict(s), indent=1)}\n```\n"
     )
-    return DemoResult(rows, table, report, plot, checkpoints, seconds, timings)
+    result = DemoResult(rows, table, report, plot, checkpoints, seconds, timings, outcomes)
+    write_result(result, s)
+    return result
+
+
+def write_result(result: DemoResult, s: DemoSettings) -> Path:
+    """``out/result.json``: everything a run's numbers are, for comparisons over seeds (``demo
+    --seeds``). Written last, so a folder with it holds a finished run."""
+    return write_text(Path(s.out) / RESULT_FILE, json.dumps({
+        "settings": _settings_record(s), "rows": result.rows,
+        "outcomes": {str(b): o for b, o in result.outcomes.items()},
+        "timings": result.timings, "seconds": result.seconds}) + "\n")
+
+
+# ----------------------------------------------------------------------------- over seeds
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the demo checked over seeds: what it says, whether it holds, the numbers."""
+
+    text: str
+    holds: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{'holds' if self.holds else 'does not hold'}] {self.text}: {self.detail}"
+
+
+@dataclass
+class SeedsResult:
+    """``demo --seeds N``: each seed's run (``runs[i]``, in ``out/seed-K``), the mean ± sd table,
+    the paired comparisons of Flux + TO with each baseline, the claims, and the files written."""
+
+    seeds: list[int]
+    runs: list[DemoResult]
+    table: str
+    comparison: str
+    claims: list[Claim]
+    summary: Path
+    plot: Path
+    seconds: float
+
+
+def seed_folder(out: str | os.PathLike, seed: int) -> Path:
+    return Path(out) / f"seed-{seed}"
+
+
+def _finished_run(folder: Path, s: DemoSettings) -> DemoResult | None:
+    """The run in ``folder`` if it finished with exactly settings ``s`` (else None: run it)."""
+    path = folder / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(read_text(path, "demo result"))
+        if record.get("settings") != _settings_record(s):
+            return None
+        outcomes = {int(b): o for b, o in record["outcomes"].items()}
+        rows = record["rows"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # not ours, or damaged: run the seed again
+    return DemoResult(rows, "", folder / "report.md", folder / "accuracy_vs_gflops.png",
+                      {"baseline": folder / "baseline" / "model.safetensors",
+                       "flux": folder / "flux" / "model.safetensors"},
+                      record.get("seconds", 0.0), record.get("timings", {}), outcomes)
+
+
+def best_baseline(row: dict) -> str | None:
+    """The plain baseline way with the best test top-1 in ``row`` (None if the row has none)."""
+    ways = [k for k in BASELINES if row.get(k) is not None]
+    return max(ways, key=lambda k: row[k]) if ways else None
+
+
+def run_demo_seeds(settings: DemoSettings | None = None, seeds: int = 3) -> SeedsResult:
+    """Run the demo for ``seeds`` seeds (``settings.seed`` and the next ones), each into
+    ``out/seed-K`` with its own benchmark and training (with ``data`` given: the same data, its
+    own training); a seed whose folder holds a finished run with the same settings is reused.
+    Then: every cell's mean ± sd over seeds, Flux + TO against each baseline way paired on the
+    same seeds and clips, the demo's claims checked, ``summary.md``/``summary.json`` and the plot."""
+    from fluxvit.evaluate.seeds import format_mean_sd, mean_sd, paired
+
+    s = settings or DemoSettings()
+    s.check()
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {show(seeds)}: must be a whole number from 1 to {MAX_SEEDS}")
+    out = Path(s.out)
+    start = time.perf_counter()
+    numbers, runs = list(range(s.seed, s.seed + seeds)), []
+    for k in numbers:
+        one = replace(s, out=str(seed_folder(out, k)), seed=k)
+        done = _finished_run(Path(one.out), one)
+        if done is not None:
+            log.info("seed %d: reusing the finished run in %s", k, one.out)
+        else:
+            log.info("seed %d of %s", k, "/".join(map(str, numbers)))
+        runs.append(done or run_demo(one))
+
+    budgets = list(s.budgets)
+    methods = [*BASELINES, "flux", "flux_to"]
+    by_budget = [{r["budget"]: r for r in run.rows} for run in runs]
+    table_rows, compare_rows = [], []
+    for b in budgets:
+        rows = [rb[b] for rb in by_budget]
+        cell = {"budget": b, "fraction": rows[0]["fraction"], "gflops": rows[0]["gflops"]}
+        for m in methods:
+            values = [r[m] for r in rows if r.get(m) is not None]
+            cell[m] = format_mean_sd(values) if len(values) == len(rows) else None
+        best = [best_baseline(r) for r in rows]
+        cell["best"] = format_mean_sd([r[k] for r, k in zip(rows, best)]) if all(best) else None
+        table_rows.append(cell)
+        comp = {"budget": b, "fraction": rows[0]["fraction"]}
+        flux_to = [run.outcomes[b]["flux_to"] for run in runs]
+        for k in BASELINES:
+            if all(k in run.outcomes[b] for run in runs):
+                comp[k] = paired(flux_to, [run.outcomes[b][k] for run in runs])
+        if all(best):
+            comp["best"] = paired(flux_to, [run.outcomes[b][k] for run, k in zip(runs, best)])
+        full = s.base_tokens
+        comp["full"] = paired(flux_to, [run.outcomes[full]["base_selection"] for run in runs]) \
+            if full in budgets else None
+        compare_rows.append(comp)
+
+    base = f"{s.base_grid.frames}x{s.base_grid.height}"
+    columns = [("budget", "tokens"), ("fraction", "of baseline"), ("gflops", "GFLOPs", format_gflops),
+               *((k, v) for k, v in BASELINES.items()), ("best", "best baseline way"),
+               ("flux", f"Flux ({base} + selection)"), ("flux_to", "Flux + TO")]
+    table = markdown_table(table_rows, columns)
+
+    def short(d) -> str:
+        return f"{d.seed_mean:+.1f} (worst seed {d.worst_seed:+.1f}; pooled {d.mean:+.1f} ± {d.se:.1f} SE)"
+
+    comparison = markdown_table(compare_rows, [("budget", "tokens"), ("fraction", "of baseline"),
+                                               *((k, f"vs {v}", short) for k, v in BASELINES.items()),
+                                               ("best", "vs the best baseline way", short),
+                                               ("full", "vs the baseline with all tokens", short)])
+    claims = demo_claims(s, compare_rows)
+    guard = guard_table(numbers, runs)
+    gfl = {r["budget"]: r["gflops"] for r in table_rows}
+    series = {}  # method -> (GFLOPs, mean, sd) per budget where every seed has the method
+    for m, name in [*BASELINES.items(), ("flux", f"Flux, selection from {base}"), ("flux_to", "Flux + TO")]:
+        cells = {b: [rb[b].get(m) for rb in by_budget] for b in budgets}
+        series[name] = [(gfl[b], *mean_sd(v)) for b, v in cells.items() if None not in v]
+    dataset = _dataset_name(s)
+    plot = plot_accuracy_vs_gflops(series, out / "accuracy_vs_gflops.png",
+                                   title=f"{dataset}: mean ± sd over {len(numbers)} seeds (test split)")
+    seconds = time.perf_counter() - start
+    per_seed = "\n\n".join(f"### Seed {k}\n\n{markdown_table(run.rows, _seed_columns(s))}\n\n"
+                            f"([report]({seed_folder('.', k) / 'report.md'}))" for k, run in zip(numbers, runs))
+    summary = write_text(out / "summary.md",
+        f"# fluxvit demo over {len(numbers)} seeds\n\n"
+        f"{dataset}, seeds {', '.join(map(str, numbers))}: each seed draws its own "
+        f"{'benchmark, ' if s.data is None else ''}initial weights and data order. Top-1 (%) on each "
+        "seed's test split, mean ± sd over seeds.\n\n"
+        f"{table}\n\n![accuracy vs GFLOPs](accuracy_vs_gflops.png)\n\n"
+        "## Flux + TO against each baseline way, paired\n\n"
+        "Points gained (Flux + TO minus the baseline) on the same seed's clips: the mean over seeds, the "
+        "worst seed, and pooled over every (seed, clip) pair with its standard error. The best baseline "
+        "way is picked per seed on the test split (in the baseline's favour).\n\n"
+        f"{comparison}\n\n## The claims\n\n" + "\n".join(f"- {c}" for c in claims) + "\n\n"
+        "## Token Optimization's guard\n\n"
+        "Each budget's best grid on tune other than the default (the challenger), its lead over the default "
+        "grid on tune in standard errors (the guard switches above 2), and the same two grids on test:\n\n"
+        f"{guard}\n\n"
+        f"## Each seed\n\n{per_seed}\n\n"
+        f"Run time: {seconds / 60:.1f} min for this call (finished seeds reused).\n")
+    write_text(out / "summary.json", json.dumps({
+        "seeds": numbers, "settings": _settings_record(s),
+        "mean_sd": table_rows,
+        "paired": [{k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in r.items()} for r in compare_rows],
+        "claims": [asdict(c) for c in claims],
+        "per_seed_rows": [run.rows for run in runs]}, indent=1) + "\n")
+    return SeedsResult(numbers, runs, table, comparison, claims, summary, plot, seconds)
+
+
+def _seed_columns(s: DemoSettings) -> list[tuple]:
+    return [("budget", "tokens"), ("fraction", "of baseline"), *BASELINES.items(),
+            ("flux", "Flux + selection"), ("flux_to", "Flux + TO"), ("to_grid", "TO grid")]
+
+
+def guard_table(seeds: list[int], runs: list[DemoResult]) -> str:
+    """One row per seed and budget where TO had a challenger to the default grid: the decision,
+    the challenger's lead on tune (SE) and its test top-1 minus the default grid's."""
+    rows = [{"seed": k, "budget": r["budget"], "challenger": r["to_challenger"], "se": r["to_gain_se"],
+             "decision": "switched" if r["to_grid"] == r["to_challenger"] else "kept default",
+             "test": r["flux_challenger"] - r["flux"]}
+            for k, run in zip(seeds, runs) for r in run.rows if r.get("to_challenger") is not None]
+    if not rows:
+        return "(no budget had a challenger: the default grid was the best on tune everywhere)"
+    return markdown_table(rows, [("seed", "seed"), ("budget", "tokens"), ("challenger", "challenger"),
+                                 ("se", "lead on tune (SE)"), ("decision", "TO"),
+                                 ("test", "challenger minus default on test (points)", lambda v: f"{v:+.1f}")])
+
+
+def demo_claims(s: DemoSettings, comparisons: list[dict]) -> list[Claim]:
+    """The demo's claims, checked on the paired comparisons over seeds (:func:`run_demo_seeds`):
+    at every budget Flux + TO is at least the best baseline way on the mean and never more
+    than 2 points below it in a seed; at 1/4 of the tokens it is within 1 point of the
+    baseline with all tokens on the mean; at 1/8 it is at least 10 points above the best 1/8
+    baseline way on the mean."""
+    claims = []
+    for c in comparisons:
+        d = c.get("best")
+        if d is None:
+            continue
+        claims.append(Claim(f"{c['budget']} tokens ({c['fraction']}): Flux + TO >= the best baseline way on the mean, "
+                            "and never more than 2 points below it in a seed",
+                            d.seed_mean >= 0 and d.worst_seed >= -2.0,
+                            f"{d.seed_mean:+.1f} on the mean, worst seed {d.worst_seed:+.1f}"))
+    by_budget = {c["budget"]: c for c in comparisons}
+    quarter, eighth = s.base_tokens // 4, s.base_tokens // 8
+    if quarter in by_budget and by_budget[quarter].get("full") is not None:
+        d = by_budget[quarter]["full"]
+        claims.append(Claim(f"{quarter} tokens (1/4): Flux + TO within 1 point of the baseline with all "
+                            f"{s.base_tokens} tokens on the mean", d.seed_mean >= -1.0,
+                            f"{d.seed_mean:+.1f} on the mean, worst seed {d.worst_seed:+.1f}"))
+    if eighth in by_budget and by_budget[eighth].get("best") is not None:
+        d = by_budget[eighth]["best"]
+        claims.append(Claim(f"{eighth} tokens (1/8): Flux + TO at least 10 points above the best 1/8 baseline "
+                            "way on the mean", d.seed_mean >= 10.0,
+                            f"{d.seed_mean:+.1f} on the mean, worst seed {d.worst_seed:+.1f}"))
+    return claims

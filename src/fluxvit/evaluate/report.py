@@ -46,13 +46,13 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple]) -> str:
 
 
 def plot_accuracy_vs_gflops(
-    series: dict[str, Sequence[tuple[float, float]]],
+    series: dict[str, Sequence[tuple[float, ...]]],
     path: str | os.PathLike,
     title: str = "accuracy vs compute",
     xlabel: str = "GFLOPs per view",
 ) -> Path:
-    """One line per method through its (GFLOPs, top-1 %) points; log-scaled x. Written
-    atomically as PNG."""
+    """One line per method through its (GFLOPs, top-1 %) points, or (GFLOPs, mean top-1, sd)
+    points drawn with error bars; log-scaled x. Written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +64,11 @@ def plot_accuracy_vs_gflops(
         pts = sorted(p for p in points if p[1] is not None)
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)], label=name)
+        if all(len(p) > 2 for p in pts):  # (x, y, sd): error bars of one sd
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker=markers[i % len(markers)], capsize=3, label=name)
+        else:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)], label=name)
     ax.set_xscale("log")
     # Tick the measured points themselves, in plain numbers (0.048, not 4.8 x 10^-2), when
     # there are few of them; otherwise the log locator's ticks, still in plain numbers.
