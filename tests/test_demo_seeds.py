@@ -48,10 +48,12 @@ def stand_in(monkeypatch):
                    "to_grid": "8x112", "to_ms": 5.0}
             row.update({m: float(v[j]) for m, v in methods.items()})
             if b == 128:  # TO's challenger leads on tune by 1.5 / 2.5 / 3.5 SE; switched where over 2
-                row.update(to_challenger="16x56", to_gain_se=1.5 + j, flux_challenger=65.0 + j,
+                row.update(to_challenger="16x56", to_gain_se=1.5 + j, flux_challenger=65.0 + 5 * j,
                            to_grid="16x56" if j else "8x112")
             rows.append(row)
             outcomes[b] = {m: _outcomes(v[j]) for m, v in methods.items()}
+            if b == 128:
+                outcomes[b]["flux_challenger"] = _outcomes(row["flux_challenger"])
         result = DemoResult(rows, "", None, None, {}, 1.0, {}, outcomes)
         write_result(result, s)
         return result
@@ -94,8 +96,8 @@ def test_seeds_give_mean_sd_paired_differences_and_the_claims(tmp_path, stand_in
     guard = [ln for ln in over.summary.read_text().splitlines() if "kept default |" in ln or "switched |" in ln]
     assert [[c.strip() for c in ln.strip("|").split("|")] for ln in guard] == [
         ["3", "128", "16x56", "1.5", "kept default", "+5.0"],
-        ["4", "128", "16x56", "2.5", "switched", "+6.0"],
-        ["5", "128", "16x56", "3.5", "switched", "+7.0"]]
+        ["4", "128", "16x56", "2.5", "switched", "+10.0"],
+        ["5", "128", "16x56", "3.5", "switched", "+15.0"]]
 
     summary = json.loads((tmp_path / "over" / "summary.json").read_text())
     best64 = next(r for r in summary["paired"] if r["budget"] == 64)["best"]

@@ -169,3 +169,13 @@ def refuse_existing_output(out: str | os.PathLike, flag: str) -> None:
     if os.path.lexists(out):
         raise ConfigError(f"{flag} {out}: exists; choose a new name (results are never overwritten)")
     check_can_be_made(out, flag)
+
+
+def aside_name(path: str | os.PathLike) -> Path:
+    """The first free ``<path>.old-N`` (N = 1, 2, ...) beside ``path``: where an earlier run is
+    moved before a new one takes its folder, so that nothing finished is overwritten."""
+    base = Path(path).resolve()
+    n = 1
+    while base.with_name(f"{base.name}.old-{n}").exists():
+        n += 1
+    return base.with_name(f"{base.name}.old-{n}")

@@ -124,6 +124,7 @@ draws clip lengths draws a clip's length first from that clip's generator
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import json
 import logging
 import math
@@ -173,6 +174,7 @@ DEFAULT_CLASSES: tuple[str, ...] = tuple(n for n, (needs, _) in CLASSES.items() 
 #: Format version of the default variant's dataset (recorded in synth.json); bump when clips change.
 SYNTH_VERSION = 2
 REFERENCE_SIZE = 112  # the size the geometry constants below are stated for
+DEFAULT_FRAMES = 16  # source frames per clip, for the variants that do not draw their own
 FPS = 16.0
 CRF = 18  # below x264's default 23 so the 1-px patterns survive compression with most contrast
 DEFAULT_VARIANT = "default"
@@ -307,7 +309,7 @@ def render_clip(
     class_name: str,
     rng: np.random.Generator | int | Sequence[int],
     size: int = REFERENCE_SIZE,
-    frames: int = 16,
+    frames: int = DEFAULT_FRAMES,
     *,
     variant: str = DEFAULT_VARIANT,
     return_mask: bool = False,
@@ -868,7 +870,7 @@ def make_synthetic_dataset(
     classes: Sequence[str] | None = None,
     per_class: int = 80,
     size: int = REFERENCE_SIZE,
-    frames: int = 16,
+    frames: int = DEFAULT_FRAMES,
     seed: int = 0,
     val_fraction: float = 0.25,
     workers: int | None = None,
@@ -922,15 +924,16 @@ def make_synthetic_dataset(
         for name in names:
             (root / split / name).mkdir(parents=True, exist_ok=True)
 
+    # An earlier dataset's lists and record go first: a rewrite cut short never looks complete
+    # (its old lists would name clips that are now half this run's).
+    for name in ("synth.json", "train.csv", "val.csv", "classes.txt"):
+        with contextlib.suppress(FileNotFoundError):
+            (root / name).unlink()
     start = time.perf_counter()
     run_in_processes(_write_clip, jobs, workers, progress, "synth", chunksize=8, unit="clip")
     # The CSVs come last, so an interrupted run never looks like a complete dataset.
     shortest, longest = v.frame_range(frames)
-    meta = {"version": v.version, "variant": v.name, "classes": list(names), "per_class": per_class,
-            "size": size, "frames": longest}
-    if v.clip_frames is not None:
-        meta["clip_frames"] = [shortest, longest]
-    meta.update({"seed": seed, "val_fraction": val_fraction, "fps": FPS, "crf": CRF})
+    meta = synth_record(v.name, names, per_class, size, frames, seed, val_fraction)
     write_text(root / "classes.txt", "".join(f"{n}\n" for n in names))
     write_text(root / "synth.json", json.dumps(meta, indent=1) + "\n")
     for split, lines in rows.items():
@@ -940,6 +943,20 @@ def make_synthetic_dataset(
                            None if v.clip_frames is None else (shortest, longest))
     log.info("%s", summary)
     return summary
+
+
+def synth_record(variant: str, classes: Sequence[str] | None, per_class: int, size: int, frames: int, seed: int,
+                 val_fraction: float) -> dict:
+    """What ``synth.json`` says of a dataset made with these arguments (``classes`` None: the
+    variant's default classes); two datasets with equal records hold the same clips."""
+    v = get_variant(variant)
+    shortest, longest = v.frame_range(frames)
+    meta = {"version": v.version, "variant": v.name, "classes": list(_check_classes(classes, v)),
+            "per_class": per_class, "size": size, "frames": longest}
+    if v.clip_frames is not None:
+        meta["clip_frames"] = [shortest, longest]
+    meta.update({"seed": seed, "val_fraction": val_fraction, "fps": FPS, "crf": CRF})
+    return meta
 
 
 def _check_classes(classes: Sequence[str] | None, v: Variant) -> tuple[str, ...]:

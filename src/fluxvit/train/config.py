@@ -508,6 +508,9 @@ def _check_data(cfg: TrainConfig) -> None:
     if len(d.crop_ratio) != 2 or not 0.0 < lo <= hi:
         raise ConfigError(f"data.crop_ratio must be [min, max] with 0 < min <= max, got {show(d.crop_ratio)}")
     if d.source != "synthetic":
+        if d.variant != "default":
+            raise ConfigError(f"data.variant {show(d.variant)}: chooses the synthetic benchmark; "
+                              f"data.source {d.source} reads its clips from files (leave it out)")
         return
     # The synthetic benchmark is rendered in memory before training: its size, frames, class
     # list and clip count are checked here, as the renderer would, but before any of it.

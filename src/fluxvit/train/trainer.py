@@ -31,7 +31,7 @@ from fluxvit.data.preprocessing import Preprocessing
 from fluxvit.data.sources import ClipSource, csv_sources, synthetic_source
 from fluxvit.data.transforms import TrainTransform
 from fluxvit.errors import CheckpointError, ConfigError, FluxViTError, reason
-from fluxvit.files import file_or_directory, inside
+from fluxvit.files import aside_name, file_or_directory, inside
 from fluxvit.flux.grid import Grid
 from fluxvit.models.checkpoint import save_checkpoint
 from fluxvit.models.fluxvit import FluxViT
@@ -226,20 +226,12 @@ def _claim_run_dir(out: Path, overwrite: bool, info) -> None:
         raise ConfigError(f"out_dir {out}: holds {what} ({', '.join(found)}); continue it with --resume, choose "
                           "another out_dir, or pass --overwrite to move it aside first")
     if info.is_main:
-        aside = _aside_name(out)
+        aside = aside_name(out)
         aside.mkdir(parents=True)
         for name in found:
             (out / name).rename(aside / name)
         log.warning("moved the earlier run in %s to %s", out, aside)
     distributed.barrier(info)
-
-
-def _aside_name(out: Path) -> Path:
-    base = out.resolve()
-    n = 1
-    while base.with_name(f"{base.name}.old-{n}").exists():
-        n += 1
-    return base.with_name(f"{base.name}.old-{n}")
 
 
 def _finished(cfg: TrainConfig, out: Path, model: FluxViT, start: int, history: list) -> TrainResult | None:
