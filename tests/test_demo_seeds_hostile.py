@@ -330,3 +330,16 @@ def test_the_eighth_claim_exactly_ten_points_up_holds(tmp_path):
     claims = demo_claims(_quick(tmp_path), [{"budget": 64, "fraction": "1/8", "best": d, "full": None}])
     eighth = next(c for c in claims if "10 points" in c.text)
     assert eighth.holds, str(eighth)
+
+
+def test_a_benchmark_written_before_variants_is_reused(tmp_path, no_encoding):
+    """A synth.json from before the variants (no "variant" key) holds the default variant's very
+    clips: the demo reuses it rather than synthesising it again."""
+    s = _quick(tmp_path)
+    data = tmp_path / "data"
+    _synthesise(data, s)
+    meta = json.loads((data / "synth.json").read_text())
+    del meta["variant"]
+    (data / "synth.json").write_text(json.dumps(meta))
+    assert _synthesised_for(data, s)
+    assert not _synthesised_for(data, replace(s, variant="clutter"))

@@ -204,6 +204,8 @@ def _synthesised_for(data: Path, s: DemoSettings) -> bool:
         made = json.loads(read_text(data / "synth.json", "synth record"))
     except (ConfigError, ValueError, RecursionError):  # none yet, or damaged
         return False
+    if isinstance(made, dict):
+        made.setdefault("variant", DEFAULT_VARIANT)  # written before there were variants: the same clips
     return made == _synth_record(s) and (data / "val.csv").is_file()
 
 
