@@ -550,7 +550,7 @@ def run_demo_seeds(settings: DemoSettings | None = None, seeds: int = 3) -> Seed
 
     base = f"{s.base_grid.frames}x{s.base_grid.height}"
     columns = [("budget", "tokens"), ("fraction", "of baseline"), ("gflops", "GFLOPs", format_gflops),
-               *((k, v) for k, v in BASELINES.items()), ("best", "best baseline way"),
+               *BASELINES.items(), ("best", "best baseline way"),
                ("flux", f"Flux ({base} + selection)"), ("flux_to", "Flux + TO")]
     table = markdown_table(table_rows, columns)
 
