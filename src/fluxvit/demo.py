@@ -32,6 +32,7 @@ from fluxvit.data.synthetic import (
     REFERENCE_SIZE,
     get_variant,
     make_synthetic_dataset,
+    read_record,
     synth_record,
 )
 from fluxvit.errors import ConfigError
@@ -200,13 +201,7 @@ def _synth_record(s: DemoSettings) -> dict:
 def _synthesised_for(data: Path, s: DemoSettings) -> bool:
     """Whether ``data`` holds a finished benchmark made with these settings (one of another seed,
     variant, size or format is written anew)."""
-    try:
-        made = json.loads(read_text(data / "synth.json", "synth record"))
-    except (ConfigError, ValueError, RecursionError):  # none yet, or damaged
-        return False
-    if isinstance(made, dict):
-        made.setdefault("variant", DEFAULT_VARIANT)  # written before there were variants: the same clips
-    return made == _synth_record(s) and (data / "val.csv").is_file()
+    return read_record(data) == _synth_record(s) and (data / "val.csv").is_file()
 
 
 def _check_synth_folder(data: Path) -> None:
@@ -216,7 +211,7 @@ def _check_synth_folder(data: Path) -> None:
         foreign = data.is_dir() and not (data / "synth.json").is_file() and any(data.iterdir())
     except OSError as e:
         raise ConfigError(f"{data}: cannot read ({e.strerror or e})") from None
-    if foreign or (os.path.lexists(data) and not data.is_dir()):
+    if foreign:  # (a file in its place: make_synthetic_dataset refuses it)
         raise ConfigError(f"{data}: holds files the demo did not write (no synth.json); the demo synthesises its "
                           "benchmark there: choose another --out (or pass your dataset with --data)")
 
@@ -527,12 +522,15 @@ def run_demo_seeds(settings: DemoSettings | None = None, seeds: int = 3) -> Seed
     methods = [*BASELINES, "flux", "flux_to"]
     by_budget = [{r["budget"]: r for r in run.rows} for run in runs]
     table_rows, compare_rows = [], []
+    spread: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}  # (GFLOPs, mean, sd)
     for b in budgets:
         rows = [rb[b] for rb in by_budget]
         cell = {"budget": b, "fraction": rows[0]["fraction"], "gflops": rows[0]["gflops"]}
         for m in methods:
-            values = [r[m] for r in rows if r.get(m) is not None]
-            cell[m] = format_mean_sd(values) if len(values) == len(rows) else None
+            values = [r.get(m) for r in rows]
+            if None not in values:  # every seed has the method at this budget
+                cell[m] = format_mean_sd(values)
+                spread[m].append((cell["gflops"], *mean_sd(values)))
         best = [best_baseline(r) for r in rows]
         cell["best"] = format_mean_sd([r[k] for r, k in zip(rows, best)]) if all(best) else None
         table_rows.append(cell)
@@ -554,20 +552,14 @@ def run_demo_seeds(settings: DemoSettings | None = None, seeds: int = 3) -> Seed
                ("flux", f"Flux ({base} + selection)"), ("flux_to", "Flux + TO")]
     table = markdown_table(table_rows, columns)
 
-    def short(d) -> str:
-        return f"{d.seed_mean:+.1f} (worst seed {d.worst_seed:+.1f}; pooled {d.mean:+.1f} ± {d.se:.1f} SE)"
-
     comparison = markdown_table(compare_rows, [("budget", "tokens"), ("fraction", "of baseline"),
-                                               *((k, f"vs {v}", short) for k, v in BASELINES.items()),
-                                               ("best", "vs the best baseline way", short),
-                                               ("full", "vs the baseline with all tokens", short)])
+                                               *((k, f"vs {v}", str) for k, v in BASELINES.items()),
+                                               ("best", "vs the best baseline way", str),
+                                               ("full", "vs the baseline with all tokens", str)])
     claims = demo_claims(s, compare_rows)
     guard = guard_table(numbers, runs)
-    gfl = {r["budget"]: r["gflops"] for r in table_rows}
-    series = {}  # method -> (GFLOPs, mean, sd) per budget where every seed has the method
-    for m, name in [*BASELINES.items(), ("flux", f"Flux, selection from {base}"), ("flux_to", "Flux + TO")]:
-        cells = {b: [rb[b].get(m) for rb in by_budget] for b in budgets}
-        series[name] = [(gfl[b], *mean_sd(v)) for b, v in cells.items() if None not in v]
+    names = {**BASELINES, "flux": f"Flux, selection from {base}", "flux_to": "Flux + TO"}
+    series = {names[m]: points for m, points in spread.items()}
     dataset = _dataset_name(s)
     plot = plot_accuracy_vs_gflops(series, out / SUMMARY_PLOT,
                                    title=f"{dataset}: mean ± sd over {len(numbers)} seeds (test split)")

@@ -98,7 +98,7 @@ TRAIN_VALUE_CASES = [
     # clutter draws clips of up to 40 frames whatever data.frames says: the cap counts those
     (("data.variant=clutter", "data.size=2048"), "data.frames 40 x data.size 2048: 167772160"),
     ("data.size=2048", None),  # 16 frames of it fit
-    ("data.classes=[plain, plain]", "data.classes must name each class once"),
+    ("data.classes=[plain, plain]", "data.classes: must name each class once"),
     ("data.batch_size=1", None), ("data.batch_size=0", "config key 'data.batch_size' must be at least 1, got 0"),
     ("data.batch_size=1024", None),
     ("data.batch_size=1025", "'data.batch_size': 1025 videos per forward is more than the cap of 1024"),

@@ -141,7 +141,7 @@ import numpy as np
 from fluxvit import limits
 from fluxvit.atomic import write_text
 from fluxvit.errors import ConfigError
-from fluxvit.files import directory, new_or_empty_directory
+from fluxvit.files import directory, new_or_empty_directory, read_text
 from fluxvit.typecheck import show
 from fluxvit.workers import run_in_processes
 
@@ -201,7 +201,6 @@ class Variant:
     name: str
     description: str  # one line
     classes: tuple[SynthClass, ...]  # the catalogue, the default classes first
-    default_classes: tuple[str, ...]
     version: int  # the format version recorded in synth.json; bump when this variant's clips change
     static_distractors: tuple[int, int] = (2, 4)  # static triangles and ellipses per clip
     moving_distractors: tuple[int, int] = (1, 1)  # drifting triangles, in the clips that have any
@@ -216,6 +215,11 @@ class Variant:
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes)
+
+    @property
+    def default_classes(self) -> tuple[str, ...]:
+        """The classes a dataset of this variant has unless told: all but the opt-in motion ones."""
+        return tuple(c.name for c in self.classes if c.needs != "motion")
 
     @property
     def catalogue(self) -> dict[str, tuple[str, str]]:
@@ -349,7 +353,7 @@ def _actor(v: Variant, class_name: str) -> Actor:
     elsewhere = [o.name for o in VARIANTS.values() if o.name != v.name and class_name in o.class_names]
     hint = f"; it is a class of variant{'s' * (len(elsewhere) > 1)} {' and '.join(elsewhere)}" if elsewhere else ""
     raise ConfigError(f"unknown synthetic class {class_name!r} in variant {v.name} "
-                      f"(its classes: {', '.join(v.class_names)}){hint}")
+                      f"(known: {', '.join(v.class_names)}){hint}")
 
 
 def _check_geometry(size: int, frames: int, v: Variant | None = None) -> None:
@@ -808,13 +812,13 @@ _WEAVES = ("weave_diag", "weave_anti", "weave_grid", "weave_plain")
 
 _DEFAULT = Variant(
     "default", "the benchmark: in-place changes over time, drifting 1-px detail tiles, a quiet scene",
-    _classes(CLASSES), DEFAULT_CLASSES, SYNTH_VERSION)
+    _classes(CLASSES), SYNTH_VERSION)
 _EVENTS = Variant(
     "events", "count flashes, place a pulse in time, tell static period-4 weaves apart",
-    _classes(_EVENTS_CLASSES), tuple(_EVENTS_CLASSES), 1, clip_frames=(24, 24), tile_speed=(0.0, 0.0))
+    _classes(_EVENTS_CLASSES), 1, clip_frames=(24, 24), tile_speed=(0.0, 0.0))
 _CLUTTER = Variant(
     "clutter", "the default's 10 classes, smaller, in a busy scene that changes too, varied lengths",
-    _classes(_CLUTTER_CLASSES), tuple(_CLUTTER_CLASSES), 1, static_distractors=(6, 10),
+    _classes(_CLUTTER_CLASSES), 1, static_distractors=(6, 10),
     moving_distractors=(2, 4), moving_chance=1.0, moving_speed=(0.5, 2.0), changing_distractors=(1, 2),
     actor_scale=(0.7, 0.85), clip_frames=(12, 40), tiles_stay_in_view=True)
 
@@ -888,7 +892,7 @@ def make_synthetic_dataset(
     ``progress`` shows a bar.
     """
     v = get_variant(variant)
-    names = _check_classes(classes, v)
+    names = check_classes(classes, v)
     _check_geometry(size, frames, v)
     if not _is_int(per_class) or per_class < 1:
         raise ConfigError(f"per-class {show(per_class)} must be a positive number of clips")
@@ -951,7 +955,7 @@ def synth_record(variant: str, classes: Sequence[str] | None, per_class: int, si
     variant's default classes); two datasets with equal records hold the same clips."""
     v = get_variant(variant)
     shortest, longest = v.frame_range(frames)
-    meta = {"version": v.version, "variant": v.name, "classes": list(_check_classes(classes, v)),
+    meta = {"version": v.version, "variant": v.name, "classes": list(check_classes(classes, v)),
             "per_class": per_class, "size": size, "frames": longest}
     if v.clip_frames is not None:
         meta["clip_frames"] = [shortest, longest]
@@ -959,7 +963,20 @@ def synth_record(variant: str, classes: Sequence[str] | None, per_class: int, si
     return meta
 
 
-def _check_classes(classes: Sequence[str] | None, v: Variant) -> tuple[str, ...]:
+def read_record(folder: str | os.PathLike) -> dict | None:
+    """The ``synth.json`` in ``folder`` (a record from before the variants is the default's: the
+    same clips), or None when there is none or it is damaged."""
+    try:
+        record = json.loads(read_text(Path(folder) / "synth.json", "synth record"))
+    except (ConfigError, ValueError, RecursionError):
+        return None
+    if isinstance(record, dict):
+        record.setdefault("variant", DEFAULT_VARIANT)
+    return record
+
+
+def check_classes(classes: Sequence[str] | None, v: Variant) -> tuple[str, ...]:
+    """``classes`` of variant ``v`` checked (None: its default classes), or one ConfigError line."""
     if classes is None:
         return v.default_classes
     names = tuple(classes)
@@ -968,7 +985,7 @@ def _check_classes(classes: Sequence[str] | None, v: Variant) -> tuple[str, ...]
     for n in names:
         _actor(v, n)
     if len(set(names)) != len(names):
-        raise ConfigError(f"classes repeat a name: {', '.join(names)}")
+        raise ConfigError(f"must name each class once, got {', '.join(names)}")
     return names
 
 

@@ -64,19 +64,13 @@ class PairedDifference:
     def worst_seed(self) -> float:
         return min(self.per_seed)
 
-    def z(self) -> float:
-        """The pooled mean difference in standard errors (inf when A and B never differ but A leads)."""
-        if self.se > 0:
-            return self.mean / self.se
-        return 0.0 if self.mean == 0 else math.copysign(math.inf, self.mean)
-
     def to_dict(self) -> dict:
         return {**asdict(self), "per_seed": list(self.per_seed), "seed_mean": self.seed_mean,
                 "seed_sd": self.seed_sd, "worst_seed": self.worst_seed}
 
     def __str__(self) -> str:
-        return (f"{self.mean:+.1f} ± {self.se:.1f} (SE over {self.pairs} clips; seeds "
-                f"{' / '.join(f'{d:+.1f}' for d in self.per_seed)}; {self.only_a} vs {self.only_b} clips only one got)")
+        return (f"{self.seed_mean:+.1f} (worst seed {self.worst_seed:+.1f}; pooled {self.mean:+.1f} "
+                f"± {self.se:.1f} SE, {self.only_a} vs {self.only_b} clips)")
 
 
 def paired(a: Sequence[Outcomes], b: Sequence[Outcomes]) -> PairedDifference:

@@ -514,7 +514,7 @@ def _check_data(cfg: TrainConfig) -> None:
         return
     # The synthetic benchmark is rendered in memory before training: its size, frames, class
     # list and clip count are checked here, as the renderer would, but before any of it.
-    from fluxvit.data.synthetic import get_variant
+    from fluxvit.data.synthetic import check_classes, get_variant
 
     try:
         variant = get_variant(d.variant)
@@ -525,13 +525,10 @@ def _check_data(cfg: TrainConfig) -> None:
     limits.FRAME_PIXELS.check(d.size * d.size, f"config key 'data.size' {d.size}")
     longest = variant.frame_range(d.frames)[1]
     limits.CLIP_PIXELS.check(longest * d.size * d.size, f"data.frames {longest} x data.size {d.size}")
-    names = variant.default_classes if d.classes is None else d.classes
-    for name in names:
-        if name not in variant.class_names:
-            raise ConfigError(f"data.classes: unknown synthetic class {show(name)} in variant {variant.name} "
-                              f"(known: {', '.join(variant.class_names)})")
-    if not names or len(set(names)) != len(names):
-        raise ConfigError(f"data.classes must name each class once, got {show(d.classes)}")
+    try:
+        names = check_classes(d.classes, variant)
+    except ConfigError as e:
+        raise ConfigError(f"data.classes: {e}") from None
     clips = (d.train_per_class + d.val_per_class) * len(names)
     limits.SYNTH_CLIPS.check(clips, f"data.train_per_class + data.val_per_class for {len(names)} classes")
     # (model.num_classes against the data's class count is the trainer's to check, once it has the
